@@ -1,0 +1,290 @@
+"""Held-out evaluation of a checkpoint: the one `eval.json` shape every stage writes.
+
+- Greedy accuracy per task and difficulty, and pass@k (unbiased estimator of Chen et al. 2021 over
+  `n_samples >= k` samples at `temperature`).
+- Format compliance (`rewards.format`), R1 language consistency and the language-mixing rate
+  (`rewards.language`), mean response length in tokens.
+- Correctness is decided by the project's rule-based graders, chosen per row from its columns:
+  rows with `tests` go to the code sandbox, rows with `numbers` to the countdown checker, the rest
+  to the math checker against `answer`. The same graders give the RL rewards, so a stage's
+  evaluation and its training signal never disagree.
+- Generation goes through vLLM (`rlpipe.rollout.vllm_engine.build_llm`) or, with
+  `backend: local`, through the model's own latent-cache sampler.
+
+`eval.json`:
+    {"checkpoint": str,
+     "overall": {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency",
+                 "mixing_rate", "mean_length", "n"},
+     "by_task": {task: {difficulty: {"accuracy": float, "n": int}}}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+@dataclass
+class EvalConfig:
+    k: int = 4                    # pass@k
+    n_samples: int = 4            # samples per prompt for pass@k (>= k)
+    temperature: float = 1.0      # sampling temperature for the pass@k samples
+    top_p: float = 1.0
+    max_new_tokens: int = 320
+    limit: int = 0                # evaluate only the first N rows (0 = all)
+    backend: str = "vllm"         # vllm | local
+    seed: int = 0
+    split: str = "eval"           # the folder under the data dir
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("vllm", "local"):
+            raise ValueError(f"eval.backend={self.backend!r}: valid choices are 'vllm', 'local'")
+        if self.k < 1 or self.n_samples < self.k:
+            raise ValueError(f"eval.k={self.k}, eval.n_samples={self.n_samples}: need 1 <= k <= n_samples")
+
+    @classmethod
+    def coerce(cls, cfg: "EvalConfig | Mapping[str, Any] | Any | None") -> "EvalConfig":
+        """Accept an EvalConfig, a mapping, or any object with the same attribute names."""
+        if cfg is None:
+            return cls()
+        if isinstance(cfg, cls):
+            return cfg
+        names = [f.name for f in fields(cls)]
+        if isinstance(cfg, Mapping):
+            return cls(**{k: v for k, v in cfg.items() if k in names})
+        return cls(**{k: getattr(cfg, k) for k in names if hasattr(cfg, k)})
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list[bool]:
+    """Correctness of completions[i] for rows[i], by the grader that row's columns call for."""
+    from rewards.code import code_reward
+    from rewards.countdown import countdown_reward
+    from rewards.math import accuracy_reward
+
+    verdicts: list[bool] = [False] * len(rows)
+    groups: dict[str, list[int]] = {"code": [], "countdown": [], "math": []}
+    for i, row in enumerate(rows):
+        if row.get("tests"):
+            groups["code"].append(i)
+        elif row.get("numbers"):
+            groups["countdown"].append(i)
+        else:
+            groups["math"].append(i)
+    for kind, idx in groups.items():
+        if not idx:
+            continue
+        sub_rows = [rows[i] for i in idx]
+        sub_completions = [completions[i] for i in idx]
+        prompts = [r["prompt"] for r in sub_rows]
+        if kind == "code":
+            scores = code_reward(prompts, sub_completions,
+                                 tests=[r["tests"] for r in sub_rows],
+                                 entry_point=[r.get("entry_point") or None for r in sub_rows])
+        elif kind == "countdown":
+            scores = countdown_reward(prompts, sub_completions,
+                                      numbers=[r["numbers"] for r in sub_rows],
+                                      target=[r["target"] for r in sub_rows])
+        else:
+            scores = accuracy_reward(prompts, sub_completions, answer=[r["answer"] for r in sub_rows])
+        for i, s in zip(idx, scores):
+            # Code scores are passed/total: only a full pass counts as solved.
+            verdicts[i] = s is not None and s >= 1.0 - 1e-9
+    return verdicts
+
+
+def _generate(model_dir: str, prompt_ids: list[list[int]], cfg: EvalConfig, tokenizer,
+              *, n: int, temperature: float) -> tuple[list[list[str]], list[list[int]]]:
+    """n completions per prompt -> (texts [P][n], token lengths [P][n])."""
+    eos = tokenizer.eos_token_id
+    if cfg.backend == "vllm":
+        from vllm import SamplingParams
+
+        llm = _engine(model_dir, cfg)
+        params = SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0,
+                                max_tokens=cfg.max_new_tokens, stop_token_ids=[eos])
+        # No per-request seed: with n > 1 vLLM fans a request out into children that would share it
+        # and sample identical sequences. The engine's seed (build_llm) keeps runs reproducible.
+        outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=True)
+        token_ids = [[list(c.token_ids) for c in o.outputs] for o in outs]
+    else:
+        import torch
+        from tqdm import tqdm
+
+        from rlpipe.model import generate, load_pretrained
+
+        model = _local_model(model_dir)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        token_ids = [[] for _ in prompt_ids]
+        batch = 32
+        expanded = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
+        for start in tqdm(range(0, len(expanded), batch), desc="generate", unit="batch"):
+            chunk = expanded[start:start + batch]
+            out = generate(model, [ids for _, ids in chunk], max_new_tokens=cfg.max_new_tokens,
+                           temperature=temperature, top_p=cfg.top_p, eos_token_id=eos,
+                           pad_token_id=tokenizer.pad_token_id, generator=gen)
+            for (i, _), toks in zip(chunk, out.tokens):
+                token_ids[i].append(list(toks))
+    # Strip the EOS the engine may return; keep <think>/<answer> tags (they are not special tokens).
+    texts = [[tokenizer.decode([t for t in seq if t != eos], skip_special_tokens=True) for seq in per]
+             for per in token_ids]
+    lengths = [[len([t for t in seq if t != eos]) for seq in per] for per in token_ids]
+    return texts, lengths
+
+
+_ENGINES: dict[str, Any] = {}
+_MODELS: dict[str, Any] = {}
+
+
+def _engine(model_dir: str, cfg: EvalConfig):
+    # One engine per checkpoint per process: start-up (~20 s on CPU) dominates small evaluations.
+    if model_dir not in _ENGINES:
+        from rlpipe.rollout.vllm_engine import build_llm
+
+        _ENGINES[model_dir] = build_llm(model_dir, seed=cfg.seed)
+    return _ENGINES[model_dir]
+
+
+def _local_model(model_dir: str):
+    if model_dir not in _MODELS:
+        from rlpipe.model import load_pretrained
+
+        _MODELS[model_dir] = load_pretrained(model_dir).eval()
+    return _MODELS[model_dir]
+
+
+def close_engines() -> None:
+    """Shut down cached vLLM engines (before a process group is destroyed, or to free memory)."""
+    for llm in _ENGINES.values():
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # an engine that is already down has nothing left to free
+            pass
+    _ENGINES.clear()
+    _MODELS.clear()
+
+
+def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                        out_path: str | os.PathLike | None = None,
+                        cfg: "EvalConfig | Mapping[str, Any] | None" = None) -> dict:
+    """Evaluate `model_dir` on `data_dir/<cfg.split>`; write `out_path` (eval.json) if given."""
+    import datasets
+
+    from rewards.format import format_reward
+    from rewards.language import is_language_mixed, language_reward
+    from rlpipe.tokenizer import format_prompt, load_tokenizer
+
+    cfg = EvalConfig.coerce(cfg)
+    model_dir, data_dir = str(model_dir), str(data_dir)
+    split_dir = Path(data_dir) / cfg.split
+    if not split_dir.exists():
+        raise FileNotFoundError(f"{split_dir}: no evaluation split; build it with "
+                                f"`rlpipe data build --out {data_dir}` (or `make stage-0`)")
+    if not (Path(model_dir) / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir}/config.json: not a checkpoint folder")
+    rows = datasets.load_from_disk(str(split_dir))
+    if cfg.limit:
+        rows = rows.select(range(min(cfg.limit, len(rows))))
+    rows = [dict(r) for r in rows]
+    tokenizer = load_tokenizer(model_dir)
+    prompt_ids = [tokenizer(format_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
+                  for r in rows]
+
+    t0 = time.perf_counter()
+    greedy_texts, greedy_lengths = _generate(model_dir, prompt_ids, cfg, tokenizer, n=1, temperature=0.0)
+    greedy = [t[0] for t in greedy_texts]
+    correct = grade(rows, greedy)
+    sample_texts, _ = _generate(model_dir, prompt_ids, cfg, tokenizer, n=cfg.n_samples,
+                                temperature=cfg.temperature)
+    flat_rows = [r for r in rows for _ in range(cfg.n_samples)]
+    flat_correct = grade(flat_rows, [t for per in sample_texts for t in per])
+    n_correct = [sum(flat_correct[i * cfg.n_samples:(i + 1) * cfg.n_samples]) for i in range(len(rows))]
+
+    prompts = [r["prompt"] for r in rows]
+    languages = [r.get("language") for r in rows]
+    formats = format_reward(prompts, greedy)
+    consistency = [c for c in language_reward(prompts, greedy, language=languages) if c is not None]
+    mixed = [is_language_mixed(text, lang) for text, lang in zip(greedy, languages)]
+
+    by_task: dict[str, dict[str, dict[str, float]]] = {}
+    for row, ok in zip(rows, correct):
+        cell = by_task.setdefault(row["task"], {}).setdefault(str(row["difficulty"]), {"correct": 0, "n": 0})
+        cell["correct"] += int(ok)
+        cell["n"] += 1
+    by_task = {task: {d: {"accuracy": c["correct"] / c["n"], "n": c["n"]}
+                      for d, c in sorted(levels.items(), key=lambda kv: int(kv[0]))}
+               for task, levels in sorted(by_task.items())}
+    n = len(rows)
+    result = {
+        "checkpoint": model_dir,
+        "overall": {
+            "accuracy": sum(correct) / max(n, 1),
+            "pass_at_k": sum(pass_at_k(cfg.n_samples, c, cfg.k) for c in n_correct) / max(n, 1),
+            "k": cfg.k,
+            "format_rate": sum(1 for f in formats if f == 1.0) / max(n, 1),
+            "language_consistency": sum(consistency) / len(consistency) if consistency else 0.0,
+            "mixing_rate": sum(mixed) / max(n, 1),
+            "mean_length": sum(l[0] for l in greedy_lengths) / max(n, 1),
+            "n": n,
+        },
+        "by_task": by_task,
+        "config": asdict(cfg),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "samples": [{"prompt": r["prompt"], "answer": r["answer"], "completion": g, "correct": ok}
+                    for r, g, ok in list(zip(rows, greedy, correct))[:20]],
+    }
+    if out_path is not None:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(out_path) + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        tmp.replace(out_path)
+    return result
+
+
+def markdown_table(result: Mapping[str, Any]) -> str:
+    """The report.md table: overall figures, then greedy accuracy per task x difficulty."""
+    o = result["overall"]
+    lines = [
+        f"| accuracy | pass@{o['k']} | format | lang. consistency | mixing | mean length | n |",
+        "|---|---|---|---|---|---|---|",
+        f"| {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {o['format_rate']:.3f} | "
+        f"{o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | {o['mean_length']:.1f} | {o['n']} |",
+        "",
+    ]
+    levels = sorted({d for t in result["by_task"].values() for d in t}, key=int)
+    lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
+    lines.append("|---|" + "---|" * len(levels))
+    for task, cells in result["by_task"].items():
+        row = [f"{cells[d]['accuracy']:.2f} (n={cells[d]['n']})" if d in cells else "-" for d in levels]
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlpipe eval", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint folder (HF format + tokenizer)")
+    parser.add_argument("--data", required=True, help="data folder written by `rlpipe data build`")
+    parser.add_argument("--out", required=True, help="where to write eval.json")
+    for f in fields(EvalConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    args = parser.parse_args(argv)
+    cfg = EvalConfig(**{f.name: getattr(args, f.name) for f in fields(EvalConfig)})
+    try:
+        result = evaluate_checkpoint(args.model, args.data, args.out, cfg)
+    finally:
+        close_engines()
+    print(markdown_table(result))
+    print(f"wrote {args.out}")
+    return 0
