@@ -1,0 +1,193 @@
+"""Benchmark: our math checker (`rewards.math.math_equal`) vs Math-Verify on the same labelled pairs.
+
+What this script does:
+- Loads every labelled pair of tests/data/math_cases*.jsonl that has `pred`, `gold`, `equal`.
+- Runs each checker in its own child process (spawned), pair by pair, timing each call inside
+  the child with `time.perf_counter` (so process start-up and pipe traffic are not counted).
+  A watchdog in this process kills a child stuck on one pair for more than `--hang-s` seconds
+  (Math-Verify's SIGALRM timeout cannot stop C-level big-integer work), records that pair as a
+  wrong verdict with latency = the cap, and resumes with the next pair in a fresh child.
+- Reports accuracy, false positives (said equal, label not equal), false negatives, p50/p99
+  latency (all pairs, and "ordinary" pairs: integers, decimals, fractions, mixed numbers,
+  thousands separators, percentages, scientific notation), pairs/s (pairs / summed latency,
+  sequential, one core) and hangs. Prints a Markdown table, writes bench/results/rewards_math.json.
+
+Math-Verify is called as its README shows for final answers: `verify(parse(gold), parse(pred))`,
+each side wrapped in `\\boxed{}` so its highest-priority extraction reads the bare answer.
+
+Usage: .venv/bin/python bench/bench_rewards_math.py [--hang-s 30] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import multiprocessing as mp
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ORDINARY_TAGS = {"integer", "decimal", "fraction", "mixed", "thousands", "percent", "scientific"}
+
+
+def load_pairs() -> list[dict]:
+    pairs = []
+    for path in sorted(glob.glob(str(ROOT / "tests" / "data" / "math_cases*.jsonl"))):
+        for line in open(path, encoding="utf-8"):
+            if line.strip():
+                row = json.loads(line)
+                if {"pred", "gold", "equal"} <= row.keys():
+                    pairs.append(row)
+    return pairs
+
+
+def _make_checker(name: str):
+    if name == "ours":
+        sys.path.insert(0, str(ROOT))
+        from rewards.math import math_equal
+        return math_equal
+    if name == "math-verify":
+        import logging
+        logging.disable(logging.CRITICAL)     # it logs every timeout / parse failure
+        from math_verify import parse, verify
+
+        def mv_equal(pred: str, gold: str) -> bool:
+            try:
+                return bool(verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + pred + "}")))
+            except BaseException:  # its own errors count as "not equal", as ours do
+                return False
+        return mv_equal
+    raise ValueError(name)
+
+
+def _child(name: str, pairs: list[tuple[str, str]], start: int, repeat: int, conn) -> None:
+    check = _make_checker(name)
+    check("1", "1")                       # import-time work and worker start-up are not timed
+    check("x^2", "x*x")
+    for i in range(start, len(pairs)):
+        pred, gold = pairs[i]
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            verdict = check(pred, gold)
+            times.append(time.perf_counter() - t0)
+        conn.send((i, bool(verdict), min(times)))
+    conn.send(None)
+
+
+def run_checker(name: str, pairs: list[dict], hang_s: float, repeat: int) -> list[tuple[bool | None, float]]:
+    """[(verdict or None for a hang, seconds)] per pair."""
+    ctx = mp.get_context("spawn")
+    plain = [(p["pred"], p["gold"]) for p in pairs]
+    results: list[tuple[bool | None, float] | None] = [None] * len(pairs)
+    start = 0
+    while start < len(pairs):
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(name, plain, start, repeat, child), daemon=True)
+        proc.start()
+        child.close()
+        budget = 300.0                     # the first message waits for imports and warm-up
+        while True:
+            if not parent.poll(budget):
+                proc.kill()
+                proc.join()
+                results[start] = (None, hang_s)
+                print(f"  [{name}] pair {start} hung > {hang_s}s: {plain[start][0][:60]!r}", file=sys.stderr)
+                start += 1
+                break
+            try:
+                msg = parent.recv()
+            except EOFError:               # the child died (e.g. out of memory) on this pair
+                proc.join()
+                results[start] = (None, hang_s)
+                start += 1
+                break
+            if msg is None:
+                proc.join()
+                start = len(pairs)
+                break
+            i, verdict, seconds = msg
+            results[i] = (verdict, seconds)
+            start = i + 1
+            budget = hang_s * repeat
+    return results  # type: ignore[return-value]
+
+
+def summarise(pairs: list[dict], results) -> dict:
+    n = len(pairs)
+    correct = fp = fn = hangs = 0
+    lat, lat_ord = [], []
+    for p, (verdict, seconds) in zip(pairs, results):
+        lat.append(seconds)
+        if p.get("tag") in ORDINARY_TAGS:
+            lat_ord.append(seconds)
+        if verdict is None:
+            hangs += 1
+            verdict = False if p["equal"] else True   # a hang is scored as a wrong verdict
+        if verdict == p["equal"]:
+            correct += 1
+        elif verdict:
+            fp += 1
+        else:
+            fn += 1
+    q = lambda xs, f: sorted(xs)[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan")
+    return {
+        "pairs": n, "accuracy": correct / n, "false_positives": fp, "false_negatives": fn,
+        "hangs": hangs, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * q(lat, 0.99),
+        "p50_ordinary_ms": 1e3 * statistics.median(lat_ord), "p99_ordinary_ms": 1e3 * q(lat_ord, 0.99),
+        "max_ms": 1e3 * max(lat), "pairs_per_s": n / sum(lat),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hang-s", type=float, default=30.0, help="per-pair cap before a child is killed")
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls per pair (the minimum is kept)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "rewards_math.json"))
+    args = ap.parse_args(argv)
+    pairs = load_pairs()
+    report = {"pairs": len(pairs), "ordinary_tags": sorted(ORDINARY_TAGS), "checkers": {}, "disagreements": {}}
+    for name in ("ours", "math-verify"):
+        t0 = time.time()
+        results = run_checker(name, pairs, args.hang_s, args.repeat)
+        report["checkers"][name] = summarise(pairs, results)
+        report["checkers"][name]["wall_s"] = time.time() - t0
+        report["disagreements"][name] = [
+            {"pred": p["pred"], "gold": p["gold"], "label": p["equal"], "verdict": v, "tag": p.get("tag")}
+            for p, (v, _) in zip(pairs, results) if v != p["equal"]]
+    ours, mv = report["checkers"]["ours"], report["checkers"]["math-verify"]
+    report["speedup_pairs_per_s"] = ours["pairs_per_s"] / mv["pairs_per_s"]
+    report["targets"] = {
+        "accuracy_ge_math_verify": ours["accuracy"] >= mv["accuracy"],
+        "fewer_false_positives": ours["false_positives"] < mv["false_positives"],
+        "p99_ordinary_le_50ms": ours["p99_ordinary_ms"] <= 50.0,
+        "throughput_ge_5x": report["speedup_pairs_per_s"] >= 5.0,
+    }
+    cols = ["accuracy", "false_positives", "false_negatives", "hangs", "p50_ms", "p99_ms",
+            "p99_ordinary_ms", "max_ms", "pairs_per_s"]
+    print(f"\nMath checker on {len(pairs)} labelled pairs (tests/data/math_cases*.jsonl)\n")
+    print("| checker | " + " | ".join(cols) + " |")
+    print("|" + "---|" * (len(cols) + 1))
+    for name, s in report["checkers"].items():
+        cells = [f"{s[c]:.3f}" if c == "accuracy" else f"{s[c]:.2f}" if isinstance(s[c], float) else str(s[c])
+                 for c in cols]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nthroughput ratio (ours / Math-Verify): {report['speedup_pairs_per_s']:.1f}x")
+    print("targets: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
+    for name in ("ours", "math-verify"):
+        wrong = report["disagreements"][name]
+        print(f"\n{name}: {len(wrong)} wrong verdicts" + (":" if wrong else ""))
+        for w in wrong[:40]:
+            print(f"  [{w['tag']}] {w['pred']!r} vs {w['gold']!r}: label {w['label']}, said {w['verdict']}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

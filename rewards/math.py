@@ -1,0 +1,503 @@
+r"""Math accuracy reward: answer extraction and a safe equivalence checker.
+
+What this module does:
+- `extract_answer(text)`: the final answer of a response.
+- `math_equal(pred, gold)`: True iff the two answers are mathematically equivalent; never raises,
+  never executes model text, bounded time.
+- `explain(pred, gold)`: the verdict plus why (normalised forms, deciding rule, failure reason).
+- `accuracy_reward(prompts, completions, answer, **kw)`: 1.0 / 0.0 per sample (None without a
+  gold answer), the R1 rule-based accuracy reward.
+
+Extraction rules (`extract_answer`):
+- If the text has `<answer>...</answer>` blocks, the answer comes from them; several blocks must
+  agree (after whitespace normalisation) or there is no answer. Inside a block that contains
+  `\boxed{}`, the boxed contents are the answer and all of them must agree.
+- Else the last `\boxed{...}` (or `\fbox{}`; balanced, nested braces) after the last `</think>`
+  (the whole text when there is none). A hedge -- a different `\boxed{}` within 40 characters
+  before the last one (`\boxed{3} or \boxed{4}`) -- means no answer; intermediate results boxed
+  earlier in the reasoning do not.
+- Else None. A completion that never closes its answer or box has no answer.
+
+Normalisation rules (both sides alike, before parsing):
+- Wrappers `$..$`, `\(..\)`, `\[..\]`, `\boxed{}`, leading "The answer is"/"Answer:", trailing
+  period; spacing macros (`\,` `\;` `\!` `\quad` `~`), `\left`/`\right`/`\big`, `\displaystyle`;
+  `\dfrac`/`\tfrac` -> `\frac`; unicode `−×·÷π√∞°≤≥`.
+- `\text{}`-like macros (`\text`, `\textbf`, `\mathrm`, `\mbox`, ...): a whole answer that is one
+  `\text{word...}` is a TEXT answer, compared case-insensitively as words; a trailing `\text{..}`
+  after a non-empty remainder is a unit and dropped (`5\text{ cm}^2` -> `5`); `\text{ or }` /
+  `\text{ and }` separate list elements; any other `\text{X}` is replaced by X.
+- Units: a trailing unit word (cm, m, kg, s, hours, dollars, units, ...) is dropped only when
+  what precedes it is purely numeric (`12 cm` -> `12`, but `2m` keeps its variable m). A leading
+  `$` / `\$` currency sign is dropped.
+- Degrees: `^\circ`, `^{\circ}`, `°`, `\degree`, "degrees" are dropped; the number is compared
+  as written (no conversion: `30^\circ` equals `30`, not `\pi/6`).
+- Percentages: `\%`, `%` and "percent" mark a percentage. A percentage `p%` equals either `p`
+  (the same number of percent points) or `p/100` (its value) on a side without `%`; two
+  percentages compare their numbers. So `50\%` equals `50` and `0.5`, never `5`.
+- Thousands separators `1,000,000` / `1{,}000` / `1\,000` are read only when the whole answer is
+  one number (inside `(1,000)` the comma separates a tuple).
+- Control characters (NUL, ...) make an answer invalid; over 2,000 characters is no answer.
+
+Comparison rules (`math_equal`):
+- Grammar: our own tokenizer and recursive-descent parser (`_math_parse`), no eval/sympify/
+  parse_expr. Integers, decimals, `1.5e3`, `\frac`, `a/b`, mixed numbers (`2\frac{1}{2}` and
+  `2 1/2` as whole answers are 5/2), signs, `\sqrt`, `\sqrt[n]`, `^`, `**`, `!`, `\binom`, `\pi`,
+  `e`, `i`, `\infty`, trig/log/exp, `|x|`, floor/ceil, juxtaposition (`2x`, `2\pi`; never `2 3`).
+- Structures: `x = 5` equals `5` (a lone variable on the left is dropped); two equations are
+  equal when `lhs - rhs` are proportional; inequalities keep their direction (`x > 2` equals
+  `2 < x`). `(a, b)` tuples and intervals are ordered AND bracket types must match (`(1,2]` is
+  not `(1,2)`); `\{a, b\}` sets and bare lists `a, b` are unordered; unions `\cup` are unordered;
+  matrices (`pmatrix`/`bmatrix`/...) compare element by element.
+- Numbers, in order: identical trees; the exact fast path (`fractions.Fraction`, in-process, no
+  worker): exact equality, and when exactly one side wrote a decimal (an approximation of an
+  exact value such as 1/3) a RELATIVE tolerance of 1e-6. Two written decimals, or two exact
+  forms, must be exactly equal: `0.0000001` != `0.0000002`, `1/2004!` != `1/2006!`,
+  `1/2^{99}` != `1/2^{98}`, `1000000` != `1000001`. Never absolute rounding.
+- Irrational/symbolic values go to the sympy worker (`_math_worker`): exact sides must agree to
+  45 significant digits (evaluated to 60) or symbolically; a side with a written decimal gets the
+  1e-6 relative tolerance, strict (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor of
+  1e-40 absorbs evaluation noise around 0 only.
+- Cost bounds: powers, factorials, binomials and intermediate sizes are checked BEFORE
+  computing (`10**10**10`, `9^{9^{9^9}}` are refused in microseconds; identical trees still
+  compare equal); nesting over ~30 brackets and over 800 tokens are parse failures; the sympy step
+  runs in a persistent worker process killed at a hard wall-clock limit (default 3 s) and
+  restarted for the next call. Every failure (parse, guard, timeout, worker crash) is False.
+"""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from rewards import _math_parse as P
+from rewards._math_worker import POOL, WorkerTimeout
+
+__all__ = ["extract_answer", "math_equal", "explain", "accuracy_reward"]
+
+DEFAULT_TIMEOUT_S = 3.0
+_REL_TOL = Fraction(1, 10**6)
+_MAX_ELEMENTS = 64
+_HEDGE_GAP = 40
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """All balanced \\boxed{...} contents with their spans, in order (nested boxes: outermost)."""
+    spans = []
+    pos = 0
+    while True:
+        m = _BOX.search(text, pos)
+        if not m:
+            return spans
+        end = P._match_brace(text, m.end() - 1)
+        if end < 0:
+            return spans            # an unclosed box (truncated output) and everything after it
+        spans.append((m.start(), end + 1, text[m.end():end]))
+        pos = end + 1
+
+
+def _answer_blocks(text: str) -> list[str]:
+    """Contents of <answer>...</answer> blocks. A str.find scan, linear in the text: a regex with
+    a lazy `.*?` would be quadratic on a megabyte of unclosed `<answer>` tags."""
+    blocks = []
+    pos = 0
+    while True:
+        start = text.find("<answer>", pos)
+        if start < 0:
+            return blocks
+        end = text.find("</answer>", start + 8)
+        if end < 0:
+            return blocks
+        blocks.append(text[start + 8:end])
+        pos = end + 9
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a response (rules in the module docstring), or None."""
+    try:
+        if not isinstance(text, str):
+            return None
+        blocks = _answer_blocks(text)
+        if blocks:
+            if any("<answer>" in b for b in blocks):
+                return None      # nested tags: not one well-formed answer
+            answers = []
+            for block in blocks:
+                boxes = _boxed_spans(block)
+                answers.extend(b[2] for b in boxes) if boxes else answers.append(block)
+            answers = [a.strip() for a in answers]
+            if any(not a for a in answers) or any(not _same(a, answers[0]) for a in answers):
+                return None
+            return answers[0]
+        region = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
+        boxes = _boxed_spans(region)
+        if not boxes:
+            return None
+        last = boxes[-1]
+        for prev in reversed(boxes[:-1]):
+            if last[0] - prev[1] > _HEDGE_GAP:
+                break
+            if not _same(prev[2], last[2]):
+                return None      # \boxed{3} or \boxed{4}: a hedge earns nothing
+        answer = last[2].strip()
+        return answer or None
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------------------------
+
+class _Verdict:
+    __slots__ = ("equal", "rule", "detail")
+
+    def __init__(self, equal: bool, rule: str, detail: str = "") -> None:
+        self.equal, self.rule, self.detail = equal, rule, detail
+
+
+class _Comparer:
+    """One comparison: holds the time budget shared by all worker calls it makes."""
+
+    def __init__(self, timeout_s: float) -> None:
+        import time
+        self._time = time.monotonic
+        self.deadline = time.monotonic() + timeout_s
+
+    # -- structures --
+    def compare(self, a, b) -> _Verdict:
+        if a == b:
+            return _Verdict(True, "identical-structure")
+        ka, kb = a[0], b[0]
+        if ka == "pct" or kb == "pct":
+            return self._percent(a, b)
+        if ka == "rel" or kb == "rel":
+            return self._relation(a, b)
+        seq_kinds = ("list", "set", "tuple", "union", "matrix")
+        if ka in seq_kinds or kb in seq_kinds:
+            return self._sequence(a, b)
+        if ka == "text" or kb == "text":
+            return _Verdict(False, "text", "text vs non-text")
+        return self._scalar(a, b)
+
+    def _percent(self, a, b) -> _Verdict:
+        if a[0] == "pct" and b[0] == "pct":
+            v = self.compare(a[1], b[1])
+            return _Verdict(v.equal, "percent", f"both percentages; numbers: {v.rule}")
+        p, other = (a, b) if a[0] == "pct" else (b, a)
+        v = self.compare(p[1], other)
+        if v.equal:
+            return _Verdict(True, "percent", f"p% read as p percent points ({v.rule})")
+        v2 = self.compare(("div", p[1], ("num", Fraction(100), False)), other)
+        if v2.equal:
+            return _Verdict(True, "percent", f"p% read as p/100 ({v2.rule})")
+        return _Verdict(False, "percent", "neither p nor p/100 matches")
+
+    def _relation(self, a, b) -> _Verdict:
+        if a[0] == "rel" and b[0] == "rel":
+            return self._two_relations(a, b)
+        r, other = (a, b) if a[0] == "rel" else (b, a)
+        if r[1] == "=" and _is_lhs_name(r[2]) and r[3][0] != "rel":
+            v = self.compare(r[3], other)
+            return _Verdict(v.equal, v.rule, f"{P.describe(r[2])} = ... read as its right side; {v.detail}")
+        interval = _as_interval(r)
+        if interval is not None and other[0] == "tuple":
+            v = self.compare(interval, other)
+            return _Verdict(v.equal, v.rule, f"{P.describe(r)} read as {P.describe(interval)}; {v.detail}")
+        return _Verdict(False, "structure", "relation vs value")
+
+    def _two_relations(self, a, b) -> _Verdict:
+        ia, ib = _as_interval(a), _as_interval(b)
+        if ia is not None and ib is not None:
+            v = self.compare(ia, ib)
+            return _Verdict(v.equal, v.rule, f"as intervals {P.describe(ia)} vs {P.describe(ib)}; {v.detail}")
+        if a[3][0] == "rel" or b[3][0] == "rel":
+            return _Verdict(False, "structure", "chained relations differ")
+        flip = {">": "<", ">=": "<="}
+        (_, opa, la, ra), (_, opb, lb, rb) = a, b
+        if opa in flip:
+            opa, la, ra = flip[opa], ra, la
+        if opb in flip:
+            opb, lb, rb = flip[opb], rb, lb
+        if opa != opb:
+            return _Verdict(False, "relation", f"operators {opa} vs {opb}")
+        if opa == "=" and _is_lhs_name(la) and la == lb:
+            v = self.compare(ra, rb)
+            return _Verdict(v.equal, v.rule, f"same left side {P.describe(la)}; {v.detail}")
+        da = ("add", (la, ("neg", ra)))
+        db = ("add", (lb, ("neg", rb)))
+        if opa in ("=", "!="):
+            return self._worker(da, db, mode="proportional")
+        return self._scalar(da, db)
+
+    def _sequence(self, a, b) -> _Verdict:
+        ka, kb = a[0], b[0]
+        if ka == "tuple" and kb == "tuple":
+            if (a[1], a[2]) != (b[1], b[2]):
+                return _Verdict(False, "brackets", f"{a[1]}..{a[2]} vs {b[1]}..{b[2]}")
+            return self._ordered(a[3], b[3])
+        if ka == "matrix" and kb == "matrix":
+            if len(a[1]) != len(b[1]) or len(a[1][0]) != len(b[1][0]):
+                return _Verdict(False, "matrix", "shapes differ")
+            return self._ordered(tuple(x for r in a[1] for x in r), tuple(x for r in b[1] for x in r))
+        unordered = {"list", "set"}
+        if ka in unordered and kb in unordered:
+            return self._unordered(a[1], b[1])
+        if ka == "union" and kb == "union":
+            return self._unordered(a[1], b[1])
+        return _Verdict(False, "structure", f"{ka} vs {kb}")
+
+    def _ordered(self, xs, ys) -> _Verdict:
+        if len(xs) != len(ys):
+            return _Verdict(False, "length", f"{len(xs)} vs {len(ys)} elements")
+        if len(xs) > _MAX_ELEMENTS:
+            return _Verdict(False, "guard", f"more than {_MAX_ELEMENTS} elements")
+        rules = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            v = self.compare(x, y)
+            if not v.equal:
+                return _Verdict(False, v.rule, f"element {i + 1} differs: {v.detail}")
+            rules.append(v.rule)
+        return _Verdict(True, "elementwise", ", ".join(sorted(set(rules))))
+
+    def _unordered(self, xs, ys) -> _Verdict:
+        if len(xs) != len(ys):
+            return _Verdict(False, "length", f"{len(xs)} vs {len(ys)} elements")
+        if len(xs) > _MAX_ELEMENTS:
+            return _Verdict(False, "guard", f"more than {_MAX_ELEMENTS} elements")
+        unused = list(range(len(ys)))
+        for i, x in enumerate(xs):
+            for j in unused:
+                if self.compare(x, ys[j]).equal:
+                    unused.remove(j)
+                    break
+            else:
+                return _Verdict(False, "unordered", f"element {P.describe(x)} has no match")
+        return _Verdict(True, "unordered", "every element matched once")
+
+    # -- scalars --
+    def _scalar(self, a, b) -> _Verdict:
+        if a[0] == "sym" and b[0] == "sym":
+            return _Verdict(a[1] == b[1], "symbol", f"{a[1]} vs {b[1]}")
+        ra, rb = P.rational(a), P.rational(b)
+        tolerant = P.has_decimal(a) != P.has_decimal(b)
+        if ra is not None and rb is not None:
+            if ra == rb:
+                return _Verdict(True, "exact-rational", _short(ra))
+            if tolerant and abs(ra - rb) < _REL_TOL * max(abs(ra), abs(rb)):
+                return _Verdict(True, "relative-tolerance", f"|diff| < 1e-6 * max: {float(ra)!r} vs {float(rb)!r}")
+            why = "relative difference above 1e-6" if tolerant else "exact values differ"
+            return _Verdict(False, "exact-rational" if not tolerant else "relative-tolerance",
+                            f"{why}: {_short(ra)} vs {_short(rb)}")
+        P.check_guards(a)
+        P.check_guards(b)
+        return self._worker(a, b, tolerant=tolerant or (P.has_decimal(a) and P.has_decimal(b)))
+
+    def _worker(self, a, b, *, tolerant: bool = False, mode: str = "equal") -> _Verdict:
+        left = self.deadline - self._time()
+        if left <= 0:
+            return _Verdict(False, "timeout", "time budget spent")
+        req = {"a": P.to_json(a), "b": P.to_json(b), "tolerant": tolerant, "mode": mode}
+        try:
+            res = POOL.compare(req, left)
+        except WorkerTimeout:
+            return _Verdict(False, "timeout", "sympy worker killed at the wall-clock limit")
+        return _Verdict(bool(res.get("equal")), str(res.get("rule")), str(res.get("detail", "")))
+
+
+def _is_lhs_name(node) -> bool:
+    """`x`, `y_1`, `f(x)` (parsed as f*x): a name on the left of `=` that an answer may carry."""
+    if node[0] == "sym":
+        return True
+    return node[0] == "mul" and len(node[1]) == 2 and all(c[0] == "sym" for c in node[1])
+
+
+_OO = ("const", "oo")
+_NEG_OO = ("neg", ("const", "oo"))
+
+
+def _as_interval(rel):
+    """x < 3 -> (-oo, 3); 1 <= x < 3 -> [1, 3); None if the relation is not an interval in one
+    variable."""
+    if rel[0] != "rel" or rel[1] in ("=", "!="):
+        return None
+    op, lhs, rhs = rel[1], rel[2], rel[3]
+    if rhs[0] == "rel":                                   # chained: a op x op2 b
+        op2, mid, hi = rhs[1], rhs[2], rhs[3]
+        if mid[0] != "sym" or hi[0] == "rel" or op2 in ("=", "!=") or lhs[0] == "sym":
+            return None
+        if op in ("<", "<=") and op2 in ("<", "<="):
+            return ("tuple", "(" if op == "<" else "[", ")" if op2 == "<" else "]", (lhs, hi))
+        if op in (">", ">=") and op2 in (">", ">="):
+            return ("tuple", "(" if op2 == ">" else "[", ")" if op == ">" else "]", (hi, lhs))
+        return None
+    if lhs[0] != "sym" and rhs[0] == "sym":
+        lhs, rhs = rhs, lhs
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
+    if lhs[0] != "sym" or P.has_symbols(rhs):
+        return None
+    if op == "<":
+        return ("tuple", "(", ")", (_NEG_OO, rhs))
+    if op == "<=":
+        return ("tuple", "(", "]", (_NEG_OO, rhs))
+    if op == ">":
+        return ("tuple", "(", ")", (rhs, _OO))
+    return ("tuple", "[", ")", (rhs, _OO))
+
+
+def _short(q: Fraction) -> str:
+    if P._bits(q) > 180:
+        # float() of a huge Fraction still works (it rounds); str() of a huge int may not
+        return f"~{_approx(q)} (exact, {P._bits(q)} bits)"
+    return f"{q.numerator}/{q.denominator}" if q.denominator != 1 else str(q.numerator)
+
+
+def _approx(q: Fraction) -> str:
+    """Mantissa/exponent of a possibly huge rational without converting it to a decimal string."""
+    import math as _m
+    if q == 0:
+        return "0"
+    lg = _m.log10(abs(q.numerator)) - _m.log10(q.denominator)
+    exp = _m.floor(lg)
+    return f"{'-' if q < 0 else ''}{10 ** (lg - exp):.6f}e{exp:+d}"
+
+
+_FUNCTION_WORDS = P.FUNCS | {"pi", "inf", "infinity", "infty", "oo", "or", "and"}
+
+
+def _is_bare_words(norm: str) -> bool:
+    """`Yes`, `no solution`, `Monday`: words, not a product of one-letter variables."""
+    words = re.findall(r"[A-Za-z]+", norm)
+    return (re.fullmatch(r"[A-Za-z][A-Za-z ]*[A-Za-z]", norm) is not None
+            and any(len(w) >= 3 and w.lower() not in _FUNCTION_WORDS for w in words))
+
+
+def _prepare(s) -> tuple[str | None, object | None, str | None]:
+    """(normalised, tree, error) for one side."""
+    try:
+        norm, is_text = P.normalize(s)
+    except (P.ParseError, P.GuardError) as e:
+        return None, None, f"normalise: {e}"
+    if not norm:
+        return norm, None, "empty answer"
+    if is_text or _is_bare_words(norm):
+        return norm, ("text", " ".join(norm.lower().split())), None
+    try:
+        return norm, P.parse(norm), None
+    except (P.ParseError, P.GuardError) as e:
+        return norm, None, f"parse: {e}"
+    except RecursionError:
+        return norm, None, "parse: nesting too deep"
+
+
+def _decide(pred, gold, timeout_s: float) -> dict:
+    out = {"equal": False, "rule": "", "detail": "", "pred": pred, "gold": gold,
+           "pred_normalized": None, "gold_normalized": None,
+           "pred_parsed": None, "gold_parsed": None}
+    pn, pt, perr = _prepare(pred)
+    gn, gt, gerr = _prepare(gold)
+    out["pred_normalized"], out["gold_normalized"] = pn, gn
+    if pt is not None:
+        out["pred_parsed"] = P.describe(pt)
+    if gt is not None:
+        out["gold_parsed"] = P.describe(gt)
+    if perr or gerr:
+        if pn and gn and pn == gn and not (perr or "").startswith("normalise"):
+            # Unparseable but identical after normalisation (e.g. an exotic text answer).
+            out.update(equal=True, rule="identical-text", detail=perr or gerr)
+            return out
+        if (pn and gn and perr and gerr and "guard" not in (perr + gerr)
+                and not re.search(r"[\d\\^]", pn + gn) and pn.lower() == gn.lower()):
+            out.update(equal=True, rule="text", detail="identical words (case-insensitive)")
+            return out
+        out.update(equal=False, rule="parse-failure",
+                   detail="; ".join(f"{side}: {e}" for side, e in (("pred", perr), ("gold", gerr)) if e))
+        return out
+    if pt[0] == "text" or gt[0] == "text":
+        if pt[0] == "text" and gt[0] == "text":
+            eq = pt[1] == gt[1]
+        else:
+            # one side wrote \text{A} (a word), the other A: compare the written words
+            eq = " ".join((pn or "").lower().split()) == " ".join((gn or "").lower().split())
+        out.update(equal=eq, rule="text", detail="words compared case-insensitively")
+        return out
+    try:
+        v = _Comparer(timeout_s).compare(pt, gt)
+        out.update(equal=v.equal, rule=v.rule, detail=v.detail)
+    except P.GuardError as e:
+        out.update(equal=False, rule="guard", detail=str(e))
+    except P.Undefined as e:
+        out.update(equal=False, rule="undefined", detail=str(e))
+    except RecursionError:
+        out.update(equal=False, rule="guard", detail="nesting too deep")
+    return out
+
+
+def explain(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict:
+    """The verdict and why: {'equal', 'rule', 'detail', 'pred', 'gold', 'pred_normalized',
+    'gold_normalized', 'pred_parsed', 'gold_parsed'}. Never raises."""
+    try:
+        return _decide(pred, gold, timeout_s)
+    except Exception as e:  # a checker bug must cost a reward, not a training run
+        return {"equal": False, "rule": "internal-error", "detail": f"{type(e).__name__}: {e}"[:300],
+                "pred": pred, "gold": gold, "pred_normalized": None, "gold_normalized": None,
+                "pred_parsed": None, "gold_parsed": None}
+
+
+def math_equal(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True iff pred and gold are mathematically equivalent (rules in the module docstring).
+    Never raises; False on parse failure, guard, or timeout."""
+    if pred is None or gold is None:
+        return False
+    return bool(explain(pred, gold, timeout_s=timeout_s)["equal"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward
+# ---------------------------------------------------------------------------------------------
+
+def completion_text(completion) -> str:
+    """Text of a completion: a string, or the last assistant message of a chat-message list
+    (content may be a string or a list of {'type': 'text', 'text': ...} parts)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, (list, tuple)):
+        msgs = [m for m in completion if isinstance(m, dict)]
+        assistant = [m for m in msgs if m.get("role", "assistant") == "assistant"] or msgs
+        if not assistant:
+            return ""
+        content = assistant[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else ""
+    return ""
+
+
+def accuracy_reward(prompts, completions, answer, **kwargs) -> list[float | None]:
+    """R1 accuracy reward: 1.0 if the extracted final answer equals the row's `answer`, else
+    0.0; None where the row has no answer (None or empty). A gold answer that contains
+    `\\boxed{}` is reduced to its boxed content first."""
+    if isinstance(answer, (str, int, float)) or answer is None:
+        answer = [answer] * len(completions)
+    rewards: list[float | None] = []
+    for completion, gold in zip(completions, answer):
+        if gold is None or (isinstance(gold, str) and not gold.strip()):
+            rewards.append(None)
+            continue
+        gold = str(gold)
+        if "\\boxed" in gold or "\\fbox" in gold:
+            gold = extract_answer(gold) or gold
+        pred = extract_answer(completion_text(completion))
+        rewards.append(1.0 if pred is not None and math_equal(pred, gold) else 0.0)
+    return rewards

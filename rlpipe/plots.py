@@ -1,0 +1,147 @@
+"""PNG plots written at the end of every stage, from its metrics.jsonl (and eval.json when present).
+
+- `loss.png`: the total loss and its parts (main next-token, MTP, balance) over optimizer steps.
+- `lr.png`: the learning-rate schedule (warm-up then cosine).
+- `expert_load.png`: per MoE layer, the max/mean routed-token load of each step (1.0 = perfectly
+  balanced), which is what auxiliary-loss-free balancing drives down.
+- `eval_accuracy.png`: held-out greedy accuracy per task and difficulty from eval.json.
+Any other numeric series a stage logs (rewards, KL, ...) goes to `metrics.png`, one panel each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rlpipe.logging import METRICS_FILE, read_metrics  # noqa: E402
+
+LOSS_KEYS = ("loss", "main_loss", "mtp_loss", "balance_loss")
+LOAD_PREFIX = "expert_load_max_mean/"
+# Logged every step but not worth a panel of their own.
+_SKIP = {"step", "epoch", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", *LOSS_KEYS}
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_stage(stage_dir: str | os.PathLike) -> list[Path]:
+    """Write the plots for one stage folder; returns the files written."""
+    stage_dir = Path(stage_dir)
+    written: list[Path] = []
+    metrics_path = stage_dir / METRICS_FILE
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    if rows:
+        written += [p for p in (plot_losses(rows, stage_dir / "loss.png"),
+                                plot_lr(rows, stage_dir / "lr.png"),
+                                plot_expert_load(rows, stage_dir / "expert_load.png"),
+                                plot_other(rows, stage_dir / "metrics.png")) if p]
+    eval_path = stage_dir / "eval.json"
+    if eval_path.exists():
+        written.append(plot_eval(json.loads(eval_path.read_text()), stage_dir / "eval_accuracy.png"))
+    return written
+
+
+def plot_losses(rows: list[dict], out: Path) -> Path | None:
+    keys = [k for k in LOSS_KEYS if _series(rows, k)[0]]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        steps, values = _series(rows, key)
+        ax.plot(steps, values, lw=1)
+        ax.set_title(key)
+        ax.set_xlabel("optimizer step")
+        if key != "balance_loss" and min(values) > 0:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_lr(rows: list[dict], out: Path) -> Path | None:
+    steps, values = _series(rows, "lr")
+    if not steps:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, values, lw=1)
+    ax.set_title("learning rate")
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_expert_load(rows: list[dict], out: Path) -> Path | None:
+    keys = sorted({k for r in rows for k in r if k.startswith(LOAD_PREFIX)}, key=lambda k: int(k.split("/")[1]))
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in keys:
+        steps, values = _series(rows, key)
+        ax.plot(steps, values, lw=1, label=f"MoE layer {key.split('/')[1]}")
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_title("expert load balance (max / mean tokens per expert)")
+    ax.set_xlabel("optimizer step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_other(rows: list[dict], out: Path) -> Path | None:
+    keys = sorted({k for r in rows for k in r if k not in _SKIP and not k.startswith(LOAD_PREFIX)
+                   and _series(rows, k)[0]})
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    n_rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3 * n_rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        steps, values = _series(rows, key)
+        ax.plot(steps, values, lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_eval(result: dict, out: Path) -> Path:
+    """Grouped bars: one group per task, one bar per difficulty level."""
+    by_task = result.get("by_task", {})
+    tasks = list(by_task)
+    levels = sorted({d for cells in by_task.values() for d in cells}, key=int)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks) * max(1, len(levels)) / 2), 3.5))
+    width = 0.8 / max(1, len(levels))
+    for j, level in enumerate(levels):
+        xs = [i + j * width for i in range(len(tasks))]
+        ys = [by_task[t].get(level, {}).get("accuracy", 0.0) for t in tasks]
+        ax.bar(xs, ys, width=width, label=f"level {level}")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, rotation=20, fontsize=8)
+    ax.set_ylim(0, 1)
+    overall = result.get("overall", {})
+    ax.set_title(f"held-out greedy accuracy (overall {overall.get('accuracy', 0):.2f}, "
+                 f"pass@{overall.get('k', '?')} {overall.get('pass_at_k', 0):.2f})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,82 @@
+"""Auxiliary-loss-free balancing: the sign rule on e_score_correction_bias, counts per optimizer step."""
+
+import torch
+
+from rlpipe.model import ModelConfig, Transformer
+
+
+def _skewed_model(seed: int = 0) -> Transformer:
+    """Every MoE router strongly prefers experts 0 and 1 (a shared direction in the router weights)."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=256, num_hidden_layers=2, num_nextn_predict_layers=1))
+    with torch.no_grad():
+        for moe in model.moe_layers:
+            moe.gate.weight.normal_(0.0, 0.02)
+            moe.gate.weight[:2] += 0.5 * torch.ones(moe.gate.weight.shape[1]) / moe.gate.weight.shape[1] ** 0.5
+    return model
+
+
+def _imbalance(loads: torch.Tensor) -> float:
+    return (loads.max(-1).values / loads.mean(-1)).max().item()
+
+
+def test_bias_update_moves_skewed_router_toward_balance():
+    model = _skewed_model()
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    history = []
+    for _ in range(60):
+        ids = torch.randint(0, 256, (4, 32), generator=g)
+        with torch.no_grad():
+            model(ids, labels=ids)  # labels: the MTP block's MoE routes too
+        history.append(_imbalance(model.update_expert_bias(gamma=0.01)))
+    assert history[0] > 2.5  # top-2 of 8 all on experts 0/1: max/mean = 4
+    assert max(history[-5:]) < 1.6
+    assert max(history[-5:]) < 0.5 * history[0]
+    for moe in model.moe_layers:
+        bias = moe.gate.e_score_correction_bias
+        assert abs(bias.mean().item()) < 1e-6  # the update is centred
+        assert bias[:2].max() < bias[2:].min()  # the favoured experts were pushed down
+
+
+def test_bias_has_no_gradient_and_is_not_a_parameter():
+    model = _skewed_model()
+    names = {n for n, _ in model.named_parameters()}
+    assert not any("e_score_correction_bias" in n for n in names)
+    ids = torch.randint(0, 256, (2, 16))
+    model(ids, labels=ids).loss.backward()
+    for moe in model.moe_layers:
+        assert moe.gate.e_score_correction_bias.grad is None
+        assert moe.gate.weight.grad is not None and moe.gate.weight.grad.abs().sum() > 0
+
+
+def test_counts_accumulate_over_micro_batches_and_reset():
+    model = _skewed_model()
+    ids = torch.randint(0, 256, (2, 16))
+    model.eval()
+    with torch.no_grad():
+        model(ids, labels=ids)
+    assert model.update_expert_bias().sum() == 0  # eval forwards (scoring, sampling) do not count
+    model.train()
+    with torch.no_grad():
+        model(ids, labels=ids)
+        model(ids, labels=ids)  # gradient accumulation: two micro-batches, one optimizer step
+    loads = model.update_expert_bias()
+    k = model.config.num_experts_per_tok
+    assert loads.shape == (model.config.n_moe_layers, model.config.n_routed_experts)
+    assert torch.equal(loads.sum(-1), torch.full((loads.shape[0],), 2.0 * 2 * 16 * k))
+    assert model.update_expert_bias().sum() == 0  # counters were reset
+
+
+def test_balance_loss_is_one_when_uniform_and_larger_when_skewed():
+    from rlpipe.model.moe import MoE
+
+    moe = MoE(ModelConfig.preset("tiny"))
+    B, T, E, k = 2, 64, 8, 2
+    uniform_scores = torch.full((B, T, E), 0.5)
+    spread = torch.arange(T * k).view(1, T, k).expand(B, T, k) % E
+    assert abs(moe.balance_loss(uniform_scores, spread).item() - 1.0) < 1e-6
+    skewed_scores = torch.full((B, T, E), 0.1)
+    skewed_scores[..., :2] = 0.9
+    skewed = torch.tensor([0, 1]).expand(B, T, k)
+    assert moe.balance_loss(skewed_scores, skewed).item() > 3.0
