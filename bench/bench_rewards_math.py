@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "rewards_math.json"))
     args = ap.parse_args(argv)
     pairs = load_pairs()
-    report = {"pairs": len(pairs), "ordinary_tags": sorted(ORDINARY_TAGS), "checkers": {}, "disagreements": {}}
+    report = {"pairs": len(pairs), "ordinary_tags": sorted(ORDINARY_TAGS),
+              "checkers": {}, "disagreements": {}}
     for name in ("ours", "math-verify"):
         t0 = time.time()
         results = run_checker(name, pairs, args.hang_s, args.repeat)

@@ -232,8 +232,8 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         if result is None:
             continue
         value, history = result
-        # Bound level-3/4 answers so traces stay within the sequence budget.
-        if difficulty >= 3 and value > 9999:
+        # Bound every intermediate value so level-3/4 traces stay within the sequence budget.
+        if max(_apply(a, op, b) for _, a, op, b in history) > 999:
             continue
         break
     e = _show(tokens)

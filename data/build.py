@@ -178,7 +178,10 @@ def token_stats(tokenizer, datasets_by_split: dict[str, list[dict]]) -> dict:
 
 def build(cfg: BuildConfig) -> dict:
     """Build every split into `cfg.out` and return the manifest (also written to manifest.json)."""
+    import datasets
     from datasets import Dataset
+
+    datasets.disable_progress_bars()  # the builder prints its own summary
 
     if cfg.size not in SIZES:
         raise ValueError(f"data build: unknown --size {cfg.size!r}; choose one of {sorted(SIZES)}")

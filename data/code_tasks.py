@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -414,6 +415,22 @@ def _fill(text: str, k) -> str:
     return text.replace("{k}", str(k))
 
 
+_ASCII_RUN = re.compile(r"[ -~]+")
+
+
+def _quote_code(text: str) -> str:
+    """Put the code inside Chinese reasoning in backticks (`best = nums[0]`): identifiers are code,
+    not English words, and the language-consistency reward counts inline code as neutral."""
+    def wrap(m: re.Match) -> str:
+        run = m.group(0)
+        core = run.strip()
+        if "`" in run or not re.search(r"[A-Za-z]", core):
+            return run
+        lead, trail = run[: len(run) - len(run.lstrip())], run[len(run.rstrip()):]
+        return f"{lead}`{core}`{trail}"
+    return _ASCII_RUN.sub(wrap, text)
+
+
 def _function_problem(rng: random.Random, t: FuncTemplate) -> Problem:
     k = t.param(rng)
     name = rng.choice(BINOPS[k] if t.template == "binop" else t.names)
@@ -427,9 +444,10 @@ def _function_problem(rng: random.Random, t: FuncTemplate) -> Problem:
     )
     en = f"Write a Python function `{name}({t.args})` that {_fill(t.en, k)}. For example, {name}({shown}) returns {example_out!r}."
     zh = f"写一个 Python 函数 `{name}({t.args})`，{_fill(t.zh, k)}。例如 {name}({shown}) 返回 {example_out!r}。"
-    steps = [Step(f"I need a function {name}({t.args}).", f"需要写函数 {name}({t.args})。")]
-    steps += [Step(_fill(e, k), _fill(z, k)) for e, z in t.plan]
-    steps.append(Step(f"Check: {name}({shown}) should return {example_out!r}.", f"检查：{name}({shown}) 应该返回 {example_out!r}。"))
+    steps = [Step(f"I need a function {name}({t.args}).", _quote_code(f"需要写函数 {name}({t.args})。"))]
+    steps += [Step(_fill(e, k), _quote_code(_fill(z, k))) for e, z in t.plan]
+    steps.append(Step(f"Check: {name}({shown}) should return {example_out!r}.",
+                      _quote_code(f"检查：{name}({shown}) 应该返回 {example_out!r}。")))
     return Problem(
         task="code", difficulty=t.difficulty, key=f"code:{t.template}|{name}|{k}|{shown}",
         prompt={"en": en, "zh": zh}, steps=steps, answer=code, answer_text=f"\n{code}\n",
@@ -446,7 +464,7 @@ def _io_problem(rng: random.Random, t: IOTemplate) -> Problem:
     en = f"Write a Python program that {_fill(t.en, k)}. For example, for the input `{ex_in}` it prints `{ex_out}`."
     zh = f"写一个 Python 程序，{_fill(t.zh, k)}。例如输入 `{ex_in}` 时输出 `{ex_out}`。"
     steps = [Step("The program reads from standard input and prints the result.", "程序从标准输入读取，再输出结果。")]
-    steps += [Step(_fill(e, k), _fill(z, k)) for e, z in t.plan]
+    steps += [Step(_fill(e, k), _quote_code(_fill(z, k))) for e, z in t.plan]
     steps.append(Step(f"Check: for the input `{ex_in}` it prints `{ex_out}`.", f"检查：输入 `{ex_in}` 时输出 `{ex_out}`。"))
     return Problem(
         task="code_io", difficulty=t.difficulty, key=f"code_io:{t.template}|{k}|{ex_in}",

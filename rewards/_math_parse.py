@@ -33,6 +33,8 @@ MAX_BITS = 200_000        # size cap of any exact intermediate value (numerator 
 MAX_FACTORIAL = 10_000    # 10000! has ~119k bits; 2006! (a known trap) is well inside
 MAX_EXPONENT = 100_000    # |exponent| cap for any power, symbolic or not
 MAX_ROOT_DEGREE = 64
+MAX_WORK_BITS = 2_000_000     # all exact intermediate results of one side together
+MAX_SYMPY_CONST_BITS = 4096   # a rational inside a function/radical handed to sympy
 
 
 class ParseError(ValueError):
@@ -59,7 +61,7 @@ _SIZERS = re.compile(r"\\(?:left|right|[bB]ig{1,2}[lrm]?)(?![a-zA-Z])\s*(\\?[.])
 _LEADING_PHRASE = re.compile(
     r"^\s*(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*:?\s*|^\s*therefore,?\s*", re.IGNORECASE)
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree\b|\bdegrees?\b", re.IGNORECASE)
-_PERCENT = re.compile(r"\\%|\bpercent\b|%", re.IGNORECASE)
+_PERCENT = re.compile(r"\\%|\bper\s?cent(?:age)?\b|\bpct\b|%", re.IGNORECASE)
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|"
                        r"operatorname|mathsf|mathtt|rm|bf)\s*\{")
 _UNIT_WORDS = (
@@ -179,7 +181,7 @@ def normalize(text: str) -> tuple[str, bool]:
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\\[dt]binom", r"\\binom", s)
     s = _SIZERS.sub(lambda m: "" if (m.group(1) or "").endswith(".") else (m.group(1) or ""), s)
-    s = s.replace("{,}", "")
+    s = s.replace("{,}", "").replace(",\\!", ",")     # 10,\!000: TeX-typed thousands separators
     s = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", "", s)     # 1\,000: a thin-space thousands separator
     s = _SPACING.sub(" ", s)
     s = s.strip()
@@ -192,6 +194,7 @@ def normalize(text: str) -> tuple[str, bool]:
     s = _DEGREES.sub("", s)
     s = _PERCENT.sub("%", s)
     s = _OR_AND.sub(",", s)
+    s = _REPEATING.sub(_repeating_decimal, s)
     s = _VAR_IN.sub("", s)
     s = s.strip().rstrip(".").strip()
     # Units: only after a purely numeric remainder, so `2m` (a variable) keeps its m.
@@ -202,7 +205,23 @@ def normalize(text: str) -> tuple[str, bool]:
             s = rest.strip()
     s = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), s) if _is_single_number_context(s) \
         else s
+    if _SPACE_THOUSANDS.fullmatch(s):
+        s = s.replace(" ", "")                    # 1 000 000 (SI digit groups), whole answer only
     return re.sub(r"\s+", " ", s).strip(), False
+
+
+_SPACE_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+
+
+_REPEATING = re.compile(r"(\d*)\.(\d*)\\overline\s*\{\s*(\d{1,30})\s*\}")
+
+
+def _repeating_decimal(m: re.Match) -> str:
+    """0.1\\overline{6} -> (1/6): a repeating decimal is an exact rational."""
+    whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+    num = int(whole + fixed + rep) - int(whole + fixed)
+    den = 10 ** len(fixed) * (10 ** len(rep) - 1)
+    return f"({num}/{den})"
 
 
 def _is_single_number_context(s: str) -> bool:
@@ -232,8 +251,7 @@ _RELS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=",
          "ne": "!=", "neq": "!=", "lt": "<", "gt": ">"}
 
 _TOKEN = re.compile(r"""
-    (?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?(?![a-zA-Z]))
-  | (?P<intnum>\d+)
+    (?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+(?![a-zA-Z])|\d+)
   | (?P<begin>\\begin\{(?:p|b|B|v|V|small)?matrix\}|\\begin\{array\}\{[lcr|]*\})
   | (?P<end>\\end\{(?:p|b|B|v|V|small)?matrix\}|\\end\{array\})
   | (?P<cmd>\\[a-zA-Z]+|\\[{}|])
@@ -257,8 +275,6 @@ def tokenize(s: str) -> list[tuple[str, str]]:
         pos = m.end()
         if kind == "ws":
             continue
-        if kind == "intnum":
-            kind = "num"
         if kind == "word":
             low = val
             if low in FUNCS or low in _FUNC_ALIASES or low in _WORD_CONSTS:
@@ -346,16 +362,13 @@ class _Parser:
             op = _RELS[t[1]]
         elif t and t[0] == "cmd" and t[1][1:] in _RELS:
             op = _RELS[t[1][1:]]
-        elif t and t[0] == "op" and t[1] == ":" :
+        elif t and t[0] == "op" and t[1] == ":":
             raise ParseError("ratio notation a:b is not compared")
         if op is None:
             return lhs
         self.take()
-        rhs = self.relation()
-        if rhs[0] == "rel":
-            # chained `a < x < b`: kept as a nested relation, compared structurally
-            return ("rel", op, lhs, rhs)
-        return ("rel", op, lhs, rhs)
+        # chained `a < x < b` nests: ('rel', '<', a, ('rel', '<', x, b))
+        return ("rel", op, lhs, self.relation())
 
     def expr(self):
         self.enter()
@@ -375,7 +388,7 @@ class _Parser:
             t = self.peek()
             if t is None:
                 break
-            if (t[0] == "op" and t[1] in ("*",)) or (t[0] == "cmd" and t[1] in ("\\cdot", "\\times", "\\ast")):
+            if t == ("op", "*") or (t[0] == "cmd" and t[1] in ("\\cdot", "\\times", "\\ast")):
                 self.take()
                 factors.append(self.unary())
             elif (t[0] == "op" and t[1] == "/") or (t[0] == "cmd" and t[1] == "\\div"):
@@ -436,7 +449,7 @@ class _Parser:
         while self.at("op", "!"):
             self.take()
             node = ("fact", node)
-        while self.at("op", "'"):
+        if self.at("op", "'"):
             raise ParseError("primes (f') are not compared")
         return node
 
@@ -500,8 +513,18 @@ class _Parser:
             return args
         if self.at("op", "{"):
             return (self.group("{", "}"),)
-        # \sin x, \ln 2: the argument is the next power-level factor
-        return (self.power(),)
+        # \sin x, \cos 2x = cos(2x): the argument runs over juxtaposed factors and stops at an
+        # operator or at the next function (\sin x \cos x = sin(x) cos(x))
+        factors = [self.power()]
+        while True:
+            t = self.peek()
+            if t is None or t[0] == "num" or not self._starts_primary(t):
+                break
+            if t[0] == "word" and t[1] in FUNCS or t[0] == "cmd" and (t[1][1:] in FUNCS or t[1] in (
+                    "\\exp", "\\ln", "\\log", "\\frac", "\\sqrt")):
+                break
+            factors.append(self.power())
+        return (_mul(factors),)
 
     def primary(self):
         t = self.take()
@@ -521,7 +544,7 @@ class _Parser:
                 self.i -= 1
                 return self.group("{", "}")
             if val == "|":
-                return self._abs("op", "|")
+                return self._abs()
             if val == "]":
                 raise ParseError("reversed interval brackets are not compared")
             raise ParseError(f"unexpected {val!r}")
@@ -531,7 +554,7 @@ class _Parser:
             return self._matrix()
         raise ParseError(f"unexpected {val!r}")
 
-    def _abs(self, kind: str, close: str):
+    def _abs(self):
         self.enter()
         inner = self.expr()
         self.leave()
@@ -621,7 +644,7 @@ class _Parser:
             self.expect("cmd", "\\rfloor" if name == "lfloor" else "\\rceil")
             return ("func", "floor" if name == "lfloor" else "ceil", (inner,))
         if name in ("vert", "lvert", "|"):
-            return self._abs("cmd", val)
+            return self._abs()
         if name == "{":
             self.enter()
             if self.at("cmd", "\\}"):
@@ -725,20 +748,17 @@ def _check(q: Fraction) -> Fraction:
 
 
 def _iroot(n: int, k: int) -> int | None:
-    """Exact integer k-th root of n >= 0, or None."""
+    """Exact integer k-th root of n >= 0, or None. Integer Newton from a power-of-two upper bound
+    (floats would overflow on the 200k-bit values the guards allow)."""
     if n < 2:
         return n
-    r = round(n ** (1.0 / k)) if n.bit_length() < 1000 else int(math.exp(math.log(n) / k))
-    # Newton refinement for big n, then a local search around the estimate.
-    for _ in range(200):
-        nr = ((k - 1) * r + n // max(r, 1) ** (k - 1)) // k
-        if abs(nr - r) <= 1:
+    x = 1 << -(-n.bit_length() // k)
+    while True:
+        y = ((k - 1) * x + n // x ** (k - 1)) // k
+        if y >= x:
             break
-        r = nr
-    for cand in (r - 1, r, r + 1):
-        if cand >= 0 and cand ** k == n:
-            return cand
-    return None
+        x = y
+    return x if x ** k == n else None
 
 
 def _rational_root(q: Fraction, k: int) -> Fraction | None:
@@ -759,34 +779,67 @@ class Undefined(ValueError):
 
 def rational(node) -> Fraction | None:
     """Exact value of a rational-valued tree; None when the value is not (evidently) rational.
-    Raises GuardError before computing anything too large, Undefined for 1/0."""
+    Raises GuardError before computing anything too large, Undefined for 1/0. The bits of all
+    intermediate results together are capped at MAX_WORK_BITS, so 250 copies of `10000!`
+    cost a few milliseconds before the refusal, not seconds."""
+    return _rational(node, _Work())
+
+
+class _Work:
+    """Work budget of one evaluation, plus a memo of subtree values (keyed by id: the tree is
+    alive for the whole evaluation) so guard checks never recompute a costly subtree."""
+    __slots__ = ("spent", "memo")
+
+    def __init__(self) -> None:
+        self.spent = 0
+        self.memo: dict[int, Fraction | None] = {}
+
+
+def _spend(budget: _Work, bits: int) -> None:
+    budget.spent += bits
+    if budget.spent > MAX_WORK_BITS:
+        raise GuardError(f"more than {MAX_WORK_BITS} bits of exact arithmetic")
+
+
+def _rational(node, budget: _Work) -> Fraction | None:
+    key = id(node)
+    if key in budget.memo:
+        return budget.memo[key]
+    value = _rational_uncached(node, budget)
+    budget.memo[key] = value
+    return value
+
+
+def _rational_uncached(node, budget: _Work) -> Fraction | None:
     kind = node[0]
     if kind == "num":
         return node[1]
     if kind == "neg":
-        v = rational(node[1])
+        v = _rational(node[1], budget)
         return None if v is None else -v
     if kind in ("add", "mul"):
-        vals = [rational(c) for c in node[1]]
+        vals = [_rational(c, budget) for c in node[1]]
         if any(v is None for v in vals):
             return None
         acc = Fraction(0) if kind == "add" else Fraction(1)
         for v in vals:
             acc = _check(acc + v if kind == "add" else acc * v)
+            _spend(budget, _bits(acc))
         return acc
     if kind == "div":
-        a, b = rational(node[1]), rational(node[2])
+        a, b = _rational(node[1], budget), _rational(node[2], budget)
         if a is None or b is None:
             return None
         if b == 0:
             raise Undefined("division by zero")
+        _spend(budget, _bits(a) + _bits(b))
         return _check(a / b)
     if kind == "pct":
-        v = rational(node[1])
+        v = _rational(node[1], budget)
         return None if v is None else v / 100
     if kind == "pow":
-        b = rational(node[1])
-        e = rational(node[2])
+        b = _rational(node[1], budget)
+        e = _rational(node[2], budget)
         if b is None or e is None:
             return None
         if abs(e.numerator) > MAX_EXPONENT and b not in (0, 1, -1):
@@ -794,6 +847,7 @@ def rational(node) -> Fraction | None:
         if b == 0 and e <= 0:
             raise Undefined("0 to a non-positive power")
         if e.denominator != 1:
+            _spend(budget, 4 * _bits(b))
             r = _rational_root(b, e.denominator)
             if r is None:
                 return None
@@ -805,20 +859,23 @@ def rational(node) -> Fraction | None:
             return Fraction(-1 if n % 2 else 1)
         if _bits(b) * abs(n) > MAX_BITS:
             raise GuardError(f"power larger than {MAX_BITS} bits")
+        _spend(budget, _bits(b) * abs(n))
         return b ** n
     if kind == "fact":
-        v = rational(node[1])
+        v = _rational(node[1], budget)
         if v is None:
             return None
         if v.denominator != 1 or v < 0:
             return None
         if v > MAX_FACTORIAL:
             raise GuardError(f"factorial of more than {MAX_FACTORIAL}")
-        return Fraction(math.factorial(int(v)))
+        n = int(v)
+        _spend(budget, int(n * max(1.0, math.log2(max(n, 2)) - 1.44)) + 1)   # ~ bits of n!
+        return Fraction(math.factorial(n))
     if kind == "func":
         name, args = node[1], node[2]
         if name in ("sqrt", "root", "abs", "floor", "ceil", "binom"):
-            vals = [rational(a) for a in args]
+            vals = [_rational(a, budget) for a in args]
             if any(v is None for v in vals):
                 return None
             if name == "abs":
@@ -827,6 +884,8 @@ def rational(node) -> Fraction | None:
                 return Fraction(math.floor(vals[0]))
             if name == "ceil":
                 return Fraction(math.ceil(vals[0]))
+            if name in ("sqrt", "root"):
+                _spend(budget, 4 * _bits(vals[0]))          # Newton steps on numbers this size
             if name == "sqrt":
                 return _rational_root(vals[0], 2)
             if name == "root":
@@ -840,6 +899,7 @@ def rational(node) -> Fraction | None:
                     return None
                 if n > MAX_FACTORIAL:
                     raise GuardError(f"binomial of more than {MAX_FACTORIAL}")
+                _spend(budget, int(n) + 1)                           # C(n, k) < 2^n
                 return Fraction(math.comb(int(n), int(k))) if k >= 0 else Fraction(0)
         return None
     return None
@@ -873,29 +933,42 @@ def _children(node):
     return ()
 
 
-def check_guards(node) -> None:
+def check_guards(node, budget: _Work | None = None) -> None:
     """Size bounds for a tree about to be built in sympy: every power's exponent and every
     factorial's or binomial's argument that is rational must be small, and rational subtrees must
     fit MAX_BITS (rational() raises GuardError otherwise). Symbolic arguments are fine: sympy keeps
     `x!` unevaluated and the probes evaluate it through the gamma function."""
+    if budget is None:
+        budget = _Work()        # one work budget and memo for the whole tree
     kind = node[0]
+    radicands = ()
     if kind == "pow":
-        e = rational(node[2])
+        e = _rational(node[2], budget)
         if e is not None and abs(e) > MAX_EXPONENT:
             raise GuardError(f"exponent larger than {MAX_EXPONENT}")
         if e is not None and abs(e) > 1000 and _contains(node[1], "sym"):
             raise GuardError("symbolic power with exponent above 1000 (expansion blow-up)")
+        if e is not None and e.denominator != 1:
+            radicands = (node[1],)
     if kind == "fact":
-        v = rational(node[1])
+        v = _rational(node[1], budget)
         if v is not None and (abs(v) > MAX_FACTORIAL or _bits(v) > 64):
             raise GuardError(f"factorial of more than {MAX_FACTORIAL}")
-    if kind == "func" and node[1] == "binom":
-        for a in node[2]:
-            v = rational(a)
-            if v is not None and (abs(v) > MAX_FACTORIAL or _bits(v) > 64):
-                raise GuardError(f"binomial of more than {MAX_FACTORIAL}")
+    if kind == "func":
+        radicands = node[2]
+        if node[1] == "binom":
+            for a in node[2]:
+                v = _rational(a, budget)
+                if v is not None and (abs(v) > MAX_FACTORIAL or _bits(v) > 64):
+                    raise GuardError(f"binomial of more than {MAX_FACTORIAL}")
+    for a in radicands:
+        # sympy factors big integers under radicals and reduces big trig arguments: keep the
+        # numbers it sees small (exact perfect powers were already settled by rational()).
+        v = _rational(a, budget)
+        if v is not None and _bits(v) > MAX_SYMPY_CONST_BITS:
+            raise GuardError(f"a number above {MAX_SYMPY_CONST_BITS} bits inside a function or radical")
     for c in _children(node):
-        check_guards(c)
+        check_guards(c, budget)
 
 
 def _contains(node, kind: str) -> bool:

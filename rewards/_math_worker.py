@@ -112,7 +112,7 @@ def _close(sp, va, vb, tolerant: bool) -> bool | None:
     """Numeric closeness of two evaluated values; None when either is not a finite number."""
     try:
         ca, cb = complex(va), complex(vb)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if any(x != x or abs(x) == float("inf") for x in (ca.real, ca.imag, cb.real, cb.imag)):
         # Outside double range: compare the high-precision values directly.
@@ -189,7 +189,7 @@ def _proportional(sp, a, b, syms) -> dict:
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
         try:
             ca, cb = complex(va), complex(vb)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
         if abs(cb) < 1e-20:
             if abs(ca) > 1e-20:

@@ -6,8 +6,9 @@ arithmetic expression that evaluates to the target. The rule this module enforce
 - the `<answer>` block (exactly one) holds ONLY an expression: non-negative integer literals,
   `+ - * /`, parentheses and whitespace (unary minus allowed; no `=`, no other symbols, no words);
 - the multiset of literals is contained in the multiset `numbers`: each given number used at most
-  once (a number given twice may be used twice); with `use_all=True`, exactly once (for prompts
-  that say "use each number exactly once"; TinyZero's rule, the default, is "at most once");
+  once (a number given twice may be used twice); with `use_all=True`, exactly once. The reward
+  defaults to `use_all=True` because this project's prompts (data/countdown.py) say "use each
+  number exactly once"; `check_countdown` keeps the looser rule unless asked;
 - the value, computed exactly with `Fraction` (so `7/2*2` is 7 and `1/3*3` is 1, with no float
   rounding), equals `target`. Division by zero fails.
 
@@ -177,12 +178,13 @@ def countdown_reward(
     *,
     numbers: Sequence[Sequence[int] | None] | None = None,
     target: Sequence[int | None] | None = None,
-    use_all: bool = False,
+    use_all: bool = True,
     **dataset_columns: Any,
 ) -> list[float | None]:
     """1.0 when the single `<answer>` expression reaches `target` under the countdown rule, else 0.0;
-    None for rows without `numbers` or `target`. `use_all=True` (an option, e.g. through
-    `rewards.combine(..., options={"countdown": {"use_all": True}})`) demands every number once."""
+    None for rows without `numbers` or `target`. `use_all=True` (the default, matching the prompts)
+    demands every number exactly once; `use_all=False` (e.g. through
+    `rewards.combine(..., options={"countdown": {"use_all": False}})`) allows leaving some out."""
     rewards: list[float | None] = []
     for i, completion in enumerate(completions):
         row_numbers = numbers[i] if numbers is not None else None

@@ -27,36 +27,46 @@ Normalisation rules (both sides alike, before parsing):
   after a non-empty remainder is a unit and dropped (`5\text{ cm}^2` -> `5`); `\text{ or }` /
   `\text{ and }` separate list elements; any other `\text{X}` is replaced by X.
 - Units: a trailing unit word (cm, m, kg, s, hours, dollars, units, ...) is dropped only when
-  what precedes it is purely numeric (`12 cm` -> `12`, but `2m` keeps its variable m). A leading
+  what precedes it is purely numeric (`12 cm` -> `12`; a one-letter unit needs a space, so
+  `12 m` -> `12` but `2m` keeps its variable m). A leading
   `$` / `\$` currency sign is dropped.
 - Degrees: `^\circ`, `^{\circ}`, `°`, `\degree`, "degrees" are dropped; the number is compared
   as written (no conversion: `30^\circ` equals `30`, not `\pi/6`).
-- Percentages: `\%`, `%` and "percent" mark a percentage. A percentage `p%` equals either `p`
-  (the same number of percent points) or `p/100` (its value) on a side without `%`; two
-  percentages compare their numbers. So `50\%` equals `50` and `0.5`, never `5`.
-- Thousands separators `1,000,000` / `1{,}000` / `1\,000` are read only when the whole answer is
-  one number (inside `(1,000)` the comma separates a tuple).
+- Percentages: `\%`, `%`, "percent", "pct" mark a percentage. A percentage `p%` equals either
+  `p` (the same number of percent points) or `p/100` (its value) on a side without `%`; two
+  percentages compare their numbers. So `50\%` equals `50` and `0.5`, never `5`. (The price of
+  accepting both readings: `0.05\%` also equals `0.05`.)
+- Thousands separators `1,000,000` / `1{,}000` / `1\,000` / `10,\!000` / `1 000` are read only
+  when the whole answer is one number (inside `(1,000)` the comma separates a tuple).
 - Control characters (NUL, ...) make an answer invalid; over 2,000 characters is no answer.
 
 Comparison rules (`math_equal`):
 - Grammar: our own tokenizer and recursive-descent parser (`_math_parse`), no eval/sympify/
-  parse_expr. Integers, decimals, `1.5e3`, `\frac`, `a/b`, mixed numbers (`2\frac{1}{2}` and
-  `2 1/2` as whole answers are 5/2), signs, `\sqrt`, `\sqrt[n]`, `^`, `**`, `!`, `\binom`, `\pi`,
-  `e`, `i`, `\infty`, trig/log/exp, `|x|`, floor/ceil, juxtaposition (`2x`, `2\pi`; never `2 3`).
-- Structures: `x = 5` equals `5` (a lone variable on the left is dropped); two equations are
-  equal when `lhs - rhs` are proportional; inequalities keep their direction (`x > 2` equals
-  `2 < x`). `(a, b)` tuples and intervals are ordered AND bracket types must match (`(1,2]` is
-  not `(1,2)`); `\{a, b\}` sets and bare lists `a, b` are unordered; unions `\cup` are unordered;
-  matrices (`pmatrix`/`bmatrix`/...) compare element by element.
+  parse_expr. Integers, decimals, `1.5e3`, `\frac` (also `\frac12`), `a/b`, mixed numbers
+  (`2\frac{1}{2}` and `2 1/2` as whole answers are 5/2), signs, `\sqrt`, `\sqrt[n]`, `^`, `**`,
+  `!`, `\binom`, `\pi`, `e`, `i`, `\infty`, trig/log/exp, `|x|`, floor/ceil, juxtaposition
+  (`2x`, `2\pi`; never `2 3`), repeating decimals (`0.1\overline{6}` = 1/6), `\pm`
+  (`1 \pm \sqrt2` is the list of both values). A function without parentheses takes the
+  juxtaposed factors after it: `\cos 2x` = cos(2x), `\sin x \cos x` = sin(x)cos(x). `e` and `i`
+  are the constants; other letters are variables; `xy` is x*y.
+- Structures: `x = 5` equals `5` (a name on the left -- `x`, `y_1`, `f(x)` -- is dropped); two
+  equations are equal when `lhs - rhs` are proportional; inequalities keep their direction
+  (`x > 2` equals `2 < x`) and an inequality in one variable equals its interval (`1 < x <= 3`
+  equals `(1, 3]`). `(a, b)` tuples and intervals are ordered AND bracket types must match
+  (`(1,2]` is not `(1,2)`); `\{a, b\}` sets and bare lists `a, b` are unordered multisets;
+  unions `\cup` are unordered; a tuple never equals a bare list; matrices (`pmatrix`/`bmatrix`/
+  ...) compare element by element. Text answers (`\text{Evelyn}`, `Yes`) compare as words.
 - Numbers, in order: identical trees; the exact fast path (`fractions.Fraction`, in-process, no
   worker): exact equality, and when exactly one side wrote a decimal (an approximation of an
-  exact value such as 1/3) a RELATIVE tolerance of 1e-6. Two written decimals, or two exact
-  forms, must be exactly equal: `0.0000001` != `0.0000002`, `1/2004!` != `1/2006!`,
+  exact value such as 1/3) a RELATIVE tolerance: |a - b| < 1e-6 * max(|a|, |b|). Two written
+  decimals, or two exact forms, must be exactly equal: `0.0000001` != `0.0000002`, `1/2004!` != `1/2006!`,
   `1/2^{99}` != `1/2^{98}`, `1000000` != `1000001`. Never absolute rounding.
 - Irrational/symbolic values go to the sympy worker (`_math_worker`): exact sides must agree to
-  45 significant digits (evaluated to 60) or symbolically; a side with a written decimal gets the
-  1e-6 relative tolerance, strict (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor of
-  1e-40 absorbs evaluation noise around 0 only.
+  45 significant digits (evaluated to 60) or symbolically; expressions with variables are equal
+  when `expand(a - b) == 0` or they agree at 4 fixed pseudo-random points (positive and negative,
+  so `sqrt(x^2)` is not `x`); a side with a written decimal gets the 1e-6 relative tolerance
+  (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor of 1e-40 absorbs evaluation
+  noise around 0 only.
 - Cost bounds: powers, factorials, binomials and intermediate sizes are checked BEFORE
   computing (`10**10**10`, `9^{9^{9^9}}` are refused in microseconds; identical trees still
   compare equal); nesting over ~30 brackets and over 800 tokens are parse failures; the sympy step
@@ -65,7 +75,9 @@ Comparison rules (`math_equal`):
 """
 from __future__ import annotations
 
+import math as _math
 import re
+import time
 from fractions import Fraction
 
 from rewards import _math_parse as P
@@ -169,8 +181,6 @@ class _Comparer:
     """One comparison: holds the time budget shared by all worker calls it makes."""
 
     def __init__(self, timeout_s: float) -> None:
-        import time
-        self._time = time.monotonic
         self.deadline = time.monotonic() + timeout_s
 
     # -- structures --
@@ -294,7 +304,8 @@ class _Comparer:
             if ra == rb:
                 return _Verdict(True, "exact-rational", _short(ra))
             if tolerant and abs(ra - rb) < _REL_TOL * max(abs(ra), abs(rb)):
-                return _Verdict(True, "relative-tolerance", f"|diff| < 1e-6 * max: {float(ra)!r} vs {float(rb)!r}")
+                return _Verdict(True, "relative-tolerance",
+                                f"|diff| < 1e-6 * max: {_short(ra)} vs {_short(rb)}")
             why = "relative difference above 1e-6" if tolerant else "exact values differ"
             return _Verdict(False, "exact-rational" if not tolerant else "relative-tolerance",
                             f"{why}: {_short(ra)} vs {_short(rb)}")
@@ -303,7 +314,7 @@ class _Comparer:
         return self._worker(a, b, tolerant=tolerant or (P.has_decimal(a) and P.has_decimal(b)))
 
     def _worker(self, a, b, *, tolerant: bool = False, mode: str = "equal") -> _Verdict:
-        left = self.deadline - self._time()
+        left = self.deadline - time.monotonic()
         if left <= 0:
             return _Verdict(False, "timeout", "time budget spent")
         req = {"a": P.to_json(a), "b": P.to_json(b), "tolerant": tolerant, "mode": mode}
@@ -363,11 +374,10 @@ def _short(q: Fraction) -> str:
 
 def _approx(q: Fraction) -> str:
     """Mantissa/exponent of a possibly huge rational without converting it to a decimal string."""
-    import math as _m
     if q == 0:
         return "0"
-    lg = _m.log10(abs(q.numerator)) - _m.log10(q.denominator)
-    exp = _m.floor(lg)
+    lg = _math.log10(abs(q.numerator)) - _math.log10(q.denominator)
+    exp = _math.floor(lg)
     return f"{'-' if q < 0 else ''}{10 ** (lg - exp):.6f}e{exp:+d}"
 
 

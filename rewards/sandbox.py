@@ -6,11 +6,13 @@
 - bubblewrap (`bwrap`): new user, pid, net, ipc, uts and cgroup namespaces; no capabilities
   (`--cap-drop ALL`, uid/gid 65534 inside, no_new_privs); nested user namespaces disabled.
 - Filesystem: a fresh root with only `/usr` and the interpreter's prefix bound read-only, a
-  fresh `/proc` and minimal `/dev`, the root remounted read-only, and a fresh size-limited tmpfs
-  `/tmp` as the only writable place (also the working directory). The program itself is a
-  read-only file. Nothing survives a run: the namespaces and the tmpfs die with it.
-- Empty environment, including for bwrap itself: bwrap's init stays in the sandbox as PID 1 and
-  `/proc/1/environ` shows whatever bwrap was started with.
+  fresh `/proc` and minimal `/dev`, the root and `/dev` remounted read-only, and fresh
+  size-limited tmpfs mounts on `/tmp` (the working directory) and `/dev/shm` as the only
+  writable places. The program itself is a read-only file. Nothing survives a run: the
+  namespaces and the tmpfs mounts die with it.
+- Empty environment, including for bwrap itself (its environment would otherwise be readable
+  inside), and no bwrap init in the sandbox (`--as-pid-1`): an init would be a dumpable process
+  holding copies of every descriptor passed in.
 - `python -I -S` (no PYTHON* variables, no site-packages, no cwd on sys.path), the caller's
   own interpreter (`sys.executable` resolved to its real path) without its virtualenv: the
   program sees the standard library only.
@@ -21,8 +23,9 @@
   cannot add up past the memory budget. RLIMIT_NPROC does not bind uid 0, so a root caller
   without a writable pids cgroup is refused.
 - The parent reads stdout/stderr itself with a cap, and at the wall-clock limit kills bwrap's
-  process group; bwrap's `--die-with-parent` kills PID 1 of the sandbox and the kernel then
-  kills every process in its pid namespace (double-forked daemons included). The cgroup is swept
+  process group; bwrap's `--die-with-parent` kills the program, which is PID 1 of the
+  sandbox's pid namespace, and the kernel then kills every other process in it (double-forked
+  daemons included; a daemon also dies as soon as the program exits). The cgroup is swept
   as a last resort before it is removed.
 
 If bwrap is missing or cannot create the namespaces, `SandboxUnavailable` says what is missing;
@@ -160,14 +163,17 @@ def _python_prefix(python: str) -> str:
     return prefix
 
 
+def _find_bwrap() -> str | None:
+    return shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/usr/local/bin/bwrap") if os.access(p, os.X_OK)), None)
+
+
 def _detect_layers() -> _Layers:
     global _layers
     with _layers_lock:
         if _layers is not None:
             return _layers
-        bwrap = shutil.which("bwrap") or next(
-            (p for p in ("/usr/bin/bwrap", "/usr/local/bin/bwrap") if os.access(p, os.X_OK)), None
-        )
+        bwrap = _find_bwrap()
         if bwrap is None:
             raise SandboxUnavailable(
                 "rewards.sandbox: bubblewrap (`bwrap`) is not installed; install the Debian package "
@@ -215,7 +221,10 @@ def _bwrap_argv(layers: _Layers, limits: SandboxLimits, program_fd: int) -> list
     argv = [
         layers.bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
-        "--die-with-parent", "--new-session",
+        # --as-pid-1: no bwrap init inside. That init would be a dumpable process of the
+        # sandbox's uid holding copies of every descriptor passed in (ptrace-able by the
+        # program), and it keeps bwrap's environment in /proc/1/environ.
+        "--die-with-parent", "--new-session", "--as-pid-1",
         "--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID),
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -231,8 +240,9 @@ def _bwrap_argv(layers: _Layers, limits: SandboxLimits, program_fd: int) -> list
     argv += [
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(limits.disk_mb << 20), "--tmpfs", _WORK_DIR,
+        "--size", str(min(limits.disk_mb, 16) << 20), "--tmpfs", "/dev/shm",
         "--ro-bind-data", str(program_fd), _PROGRAM_PATH,
-        "--remount-ro", "/",
+        "--remount-ro", "/dev", "--remount-ro", "/",
         "--chdir", _WORK_DIR, "--clearenv",
         layers.python, "-I", "-S", "-c", _BOOTSTRAP,
     ]

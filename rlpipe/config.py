@@ -99,7 +99,12 @@ class ModelInitConfig:
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = 4096
+    """The byte-level BPE of stage 0. `data.build` trains the same BPE on the same corpus (its token
+    statistics are measured with it); with `reuse_data_tokenizer` stage 0 takes that one, so the
+    lengths in the data manifest hold for the model. Otherwise it trains one with these settings."""
+
+    reuse_data_tokenizer: bool = True
+    vocab_size: int = 4096  # BPE target size (the trainer stops early when no pair occurs twice)
     max_texts: int = 0  # train the BPE on at most this many corpus texts (0 = all)
 
 

@@ -69,40 +69,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list[bool]:
-    """Correctness of completions[i] for rows[i], by the grader that row's columns call for."""
-    from rewards.code import code_reward
-    from rewards.countdown import countdown_reward
-    from rewards.math import accuracy_reward
+    """Correctness of completions[i] for rows[i], by the grader that row's columns call for
+    (`rewards.task_accuracy_reward`: code tests, countdown rule, or math answer)."""
+    from rewards import task_accuracy_reward
 
-    verdicts: list[bool] = [False] * len(rows)
-    groups: dict[str, list[int]] = {"code": [], "countdown": [], "math": []}
-    for i, row in enumerate(rows):
-        if row.get("tests"):
-            groups["code"].append(i)
-        elif row.get("numbers"):
-            groups["countdown"].append(i)
-        else:
-            groups["math"].append(i)
-    for kind, idx in groups.items():
-        if not idx:
-            continue
-        sub_rows = [rows[i] for i in idx]
-        sub_completions = [completions[i] for i in idx]
-        prompts = [r["prompt"] for r in sub_rows]
-        if kind == "code":
-            scores = code_reward(prompts, sub_completions,
-                                 tests=[r["tests"] for r in sub_rows],
-                                 entry_point=[r.get("entry_point") or None for r in sub_rows])
-        elif kind == "countdown":
-            scores = countdown_reward(prompts, sub_completions,
-                                      numbers=[r["numbers"] for r in sub_rows],
-                                      target=[r["target"] for r in sub_rows])
-        else:
-            scores = accuracy_reward(prompts, sub_completions, answer=[r["answer"] for r in sub_rows])
-        for i, s in zip(idx, scores):
-            # Code scores are passed/total: only a full pass counts as solved.
-            verdicts[i] = s is not None and s >= 1.0 - 1e-9
-    return verdicts
+    columns = {key: [row.get(key) for row in rows] for key in ("answer", "tests", "entry_point", "numbers", "target")}
+    columns["entry_point"] = [e or None for e in columns["entry_point"]]
+    scores = task_accuracy_reward([r["prompt"] for r in rows], list(completions), **columns)
+    # Code scores are passed/total: only a full pass counts as solved.
+    return [s is not None and s >= 1.0 - 1e-9 for s in scores]
 
 
 def _generate(model_dir: str, prompt_ids: list[list[int]], cfg: EvalConfig, tokenizer,

@@ -6,13 +6,17 @@ from rlpipe.model import ModelConfig, Transformer
 
 
 def _skewed_model(seed: int = 0) -> Transformer:
-    """Every MoE router strongly prefers experts 0 and 1 (a shared direction in the router weights)."""
+    """Every MoE layer starts out sending (nearly) all tokens to experts 0 and 1.
+
+    The skew is put into the selection bias (+0.4 on experts 0/1 against sigmoid scores that vary
+    by ~0.1 between experts), the state a router drifts into when a few experts win early.
+    """
     torch.manual_seed(seed)
     model = Transformer(ModelConfig.preset("tiny", vocab_size=256, num_hidden_layers=2, num_nextn_predict_layers=1))
     with torch.no_grad():
         for moe in model.moe_layers:
-            moe.gate.weight.normal_(0.0, 0.02)
-            moe.gate.weight[:2] += 0.5 * torch.ones(moe.gate.weight.shape[1]) / moe.gate.weight.shape[1] ** 0.5
+            moe.gate.weight.normal_(0.0, 0.05)
+            moe.gate.e_score_correction_bias[:2] = 0.4
     return model
 
 
@@ -25,18 +29,19 @@ def test_bias_update_moves_skewed_router_toward_balance():
     model.train()
     g = torch.Generator().manual_seed(1)
     history = []
-    for _ in range(60):
-        ids = torch.randint(0, 256, (4, 32), generator=g)
+    for _ in range(50):
+        ids = torch.randint(0, 256, (8, 64), generator=g)
         with torch.no_grad():
             model(ids, labels=ids)  # labels: the MTP block's MoE routes too
         history.append(_imbalance(model.update_expert_bias(gamma=0.01)))
-    assert history[0] > 2.5  # top-2 of 8 all on experts 0/1: max/mean = 4
-    assert max(history[-5:]) < 1.6
-    assert max(history[-5:]) < 0.5 * history[0]
+    assert history[0] > 3.0  # top-2 of 8 all on experts 0/1 would give max/mean = 4
+    late = sum(history[-10:]) / 10
+    assert late < 1.5, history  # from 4x the mean load to near balance
+    assert all(h < history[0] for h in history[-10:])
     for moe in model.moe_layers:
         bias = moe.gate.e_score_correction_bias
-        assert abs(bias.mean().item()) < 1e-6  # the update is centred
-        assert bias[:2].max() < bias[2:].min()  # the favoured experts were pushed down
+        assert abs(bias.mean().item() - 0.1) < 1e-6  # centred updates keep the initial mean (0.8 / 8)
+        assert bias[:2].max() < 0.4 - 0.2  # the favoured experts were pushed down
 
 
 def test_bias_has_no_gradient_and_is_not_a_parameter():

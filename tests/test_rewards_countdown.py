@@ -17,7 +17,6 @@ def reward(answer, numbers, target, wrap=True):
     [
         ("(25 - 5) * 3", [25, 5, 3], 60),
         ("25*3 - 5*3", [25, 5, 3, 3], 60),  # 3 given twice may be used twice
-        ("100 / 4", [4, 100, 7], 25),  # not every number has to be used
         ("7 / 2 * 2", [7, 2, 2], 7),  # exact: 7/2 is kept as a fraction
         ("(1/3) * 3 + 4", [1, 3, 3, 4], 5),  # no float rounding (0.333.. * 3)
         ("-(3 - 10)", [3, 10], 7),  # unary minus
@@ -93,8 +92,9 @@ def test_hostile_answers_are_cheap():
 
 def test_use_all_demands_every_number_exactly_once():
     rows = dict(numbers=[[4, 100, 7]], target=[25])
-    assert countdown_reward(["p"], ["<answer>100 / 4</answer>"], **rows) == [1.0]
-    assert countdown_reward(["p"], ["<answer>100 / 4</answer>"], use_all=True, **rows) == [0.0]
+    # The default is the prompts' rule (every number exactly once); use_all=False loosens it.
+    assert countdown_reward(["p"], ["<answer>100 / 4</answer>"], use_all=False, **rows) == [1.0]
+    assert countdown_reward(["p"], ["<answer>100 / 4</answer>"], **rows) == [0.0]
     assert countdown_reward(["p"], ["<answer>100 / 4 + 7 - 7</answer>"], use_all=True, **rows) == [0.0]
     assert countdown_reward(["p"], ["<answer>(100 + 7 - 7) / 4</answer>"], use_all=True,
                             numbers=[[4, 100, 7, 7]], target=[25]) == [1.0]

@@ -1,7 +1,9 @@
 """Math accuracy reward: extraction, equivalence, false-positive traps, security and bounded cost.
 
-The labelled cases live in tests/data/math_cases_equal.jsonl (pred, gold, equal, tag) and
-tests/data/math_cases_extract.jsonl (text, answer, tag); the bench scores the same pairs.
+The labelled pairs live in tests/data/math_cases_equal.jsonl, math_cases_heldout.jsonl and
+math_cases_heldout2.jsonl (pred, gold, equal, tag; the two held-out files were written and labelled
+by mathematical truth before the checker was run on them) and tests/data/math_cases_extract.jsonl
+(text, answer, tag); the bench scores the same pairs.
 Inputs too large or too binary for a JSONL file (5,000 nested brackets, 1 MB strings, NUL bytes)
 are built here.
 """
@@ -31,7 +33,7 @@ def _load(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-EQUAL_CASES = _load("math_cases_equal.jsonl")
+EQUAL_CASES = [c for path in sorted(DATA.glob("math_cases*.jsonl")) for c in _load(path.name) if "pred" in c]
 EXTRACT_CASES = _load("math_cases_extract.jsonl")
 
 

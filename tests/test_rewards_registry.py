@@ -137,3 +137,13 @@ def test_task_accuracy_math_rows_and_kimi_correctness():
     # Group q2 has one sample: max = min -> 0.
     assert fn.last_breakdown["kimi_length"] == pytest.approx([0.5, 0.0, -0.5, 0.0])
     assert totals == pytest.approx([1.25, 0.0, 0.75, 0.0])
+
+
+def test_task_accuracy_code_rows_go_to_the_sandbox():
+    pytest.importorskip("rewards.code")
+    tests = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n"
+    right = "<think>t</think><answer>\n```python\ndef sq(x):\n    return x * x\n```\n</answer>"
+    wrong = "<think>t</think><answer>\n```python\ndef sq(x):\n    return x + x\n```\n</answer>"
+    rows = dict(tests=[tests, tests], entry_point=["sq", "sq"], numbers=[[], []], answer=["", ""])
+    out = REGISTRY["task_accuracy"](["p", "p"], [right, wrong], **rows)
+    assert out[0] == 1.0 and out[1] < 1.0

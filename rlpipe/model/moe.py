@@ -78,11 +78,13 @@ class Experts(nn.Module):
         token = order // k
         xs = x[token]  # (N k, D)
         outs = []
+        # unbind once: indexing [e] per expert would make backward zero-fill a full (E, ...) gradient per expert
+        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
         for e, chunk in enumerate(xs.split(counts.tolist())):
             if chunk.shape[0] == 0:
                 continue
-            gate, up = F.linear(chunk, self.gate_up_proj[e]).chunk(2, dim=-1)
-            outs.append(F.linear(F.silu(gate) * up, self.down_proj[e]))
+            gate, up = F.linear(chunk, gate_up[e]).chunk(2, dim=-1)
+            outs.append(F.linear(F.silu(gate) * up, down[e]))
         ys = torch.cat(outs) * weights.flatten()[order, None].to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token, ys)
 

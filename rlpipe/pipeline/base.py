@@ -1,8 +1,9 @@
 """Stage 0: make the base model the rest of the pipeline post-trains (no weights can be downloaded).
 
 1. Build the run's task data (`data.build`) unless `runs/<run>/data` exists.
-2. Train the byte-level BPE tokenizer on the pretraining corpus (reused if the stage folder has one,
-   so a resumed run keeps the same ids).
+2. The byte-level BPE tokenizer trained on the pretraining corpus: the one `data.build` trained
+   (`tokenizer.reuse_data_tokenizer`), else one trained here with `tokenizer.vocab_size`. It is
+   kept in the stage folder, so a resumed run keeps the same ids.
 3. Initialise the model from a preset (`model.preset` + `model.overrides`), vocabulary and special
    token ids taken from the tokenizer.
 4. Pretrain on the `pretrain` split (`text`): next-token + MTP loss with expert-bias balancing.
@@ -21,6 +22,8 @@ def run(cfg) -> None:
     from rlpipe.tokenizer import load_tokenizer, train_tokenizer
     from rlpipe.train import make_accelerator, seed_everything
 
+    # A bad preset or override fails now, not after the data build and the tokenizer.
+    ModelConfig.preset(cfg.model.preset, **cfg.model.overrides)
     acc = make_accelerator(cfg.train)
     out = cfg.out_dir
     ensure_data(cfg, acc)
@@ -30,8 +33,12 @@ def run(cfg) -> None:
                          f"{corpus.column_names} (set split=<a text split>)")
 
     if acc.is_main_process and not (out / "tokenizer.json").exists():
-        texts = corpus["text"][: cfg.tokenizer.max_texts] if cfg.tokenizer.max_texts else corpus["text"]
-        train_tokenizer(texts, cfg.tokenizer.vocab_size, out)
+        built = cfg.data_path / "tokenizer"
+        if cfg.tokenizer.reuse_data_tokenizer and (built / "tokenizer.json").exists():
+            load_tokenizer(built).save_pretrained(out)
+        else:
+            texts = list(corpus["text"])
+            train_tokenizer(texts[: cfg.tokenizer.max_texts or None], cfg.tokenizer.vocab_size, out)
     acc.wait_for_everyone()
     tokenizer = load_tokenizer(out)
 
@@ -51,7 +58,7 @@ def run(cfg) -> None:
     if acc.is_main_process:
         sections = [
             ("Model", f"- preset `{cfg.model.preset}` with overrides {cfg.model.overrides or '{}'}; "
-                      f"vocab {len(tokenizer)} (byte-level BPE trained on the corpus)"),
+                      f"vocab {len(tokenizer)} (byte-level BPE trained on the pretraining corpus)"),
             ("Pretraining", training_section(outcome, cfg)),
         ]
         write_report(cfg, "Stage 0: base model", sections)

@@ -3,7 +3,7 @@
 - Two kinds of examples: `text` corpora (plain next-token loss on every token, documents longer
   than a row split into row-sized pieces) and prompt/completion pairs (the chat-templated prompt's
   labels are -100, so the loss covers the completion and its `<|eos|>` only).
-- Packing: examples are laid end to end into `seq_len` rows. Each example is one segment:
+- Packing: examples are laid into `seq_len` rows (first fit over recent rows). Each example is one segment:
   `segment_ids` keep attention inside it and `position_ids` restart at 0, so a packed row trains
   exactly like the examples alone. The first label of every segment is -100: nothing in the segment
   predicts it, and otherwise the previous segment's last token would be trained to predict it.
@@ -35,12 +35,17 @@ class Example:
 
 
 def text_examples(tokenizer, texts: Iterable[str], seq_len: int) -> list[Example]:
-    """`<|bos|> text <|eos|>` per document, cut into pieces of at most seq_len tokens (all trained)."""
+    """`<|bos|> text <|eos|>` per document (added unless the text already has them), cut into pieces
+    of at most seq_len tokens; every token is trained."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     examples = []
     texts = list(texts)
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        ids = ([bos] if bos is not None else []) + list(ids) + [eos]
+        ids = list(ids)
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        if ids[-1] != eos:
+            ids = ids + [eos]
         for start in range(0, len(ids), seq_len):
             piece = ids[start:start + seq_len]
             if len(piece) > 1:  # a lone token has nothing to predict
@@ -106,20 +111,33 @@ class PackedRows:
         return self.input_ids.shape[0]
 
 
-def pack(examples: Sequence[Example], seq_len: int, pad_id: int, *, packing: bool = True) -> PackedRows:
-    """Lay examples end to end into rows of seq_len (in the given order); one example per row if not packing.
+def pack(examples: Sequence[Example], seq_len: int, pad_id: int, *, packing: bool = True,
+         window: int = 64) -> PackedRows:
+    """Lay examples into rows of seq_len; one example per row if not packing.
 
-    Segment ids count from 1 within a row; padding is segment 0 with label -100, so no real token
-    attends to it and it adds no loss."""
+    First fit over the `window` most recently opened rows that still have room: close to the fill of
+    sorting by length, while keeping the (shuffled) order, so no row collects only long or only
+    short examples. Segment ids count from 1 within a row; padding is segment 0 with label -100,
+    so no real token attends to it and it adds no loss."""
     rows: list[list[int]] = []  # indices of examples per row
-    used = seq_len + 1
+    room: list[int] = []  # free positions per row
+    open_rows: list[int] = []  # rows that may still take an example, oldest first
     for i, ex in enumerate(examples):
-        assert 0 < len(ex.input_ids) <= seq_len, "examples are cut to seq_len before packing"
-        if not packing or used + len(ex.input_ids) > seq_len:
+        L = len(ex.input_ids)
+        assert 0 < L <= seq_len, "examples are cut to seq_len before packing"
+        target = None
+        if packing:
+            target = next((r for r in open_rows[-window:] if room[r] >= L), None)
+        if target is None:
             rows.append([])
-            used = 0
-        rows[-1].append(i)
-        used += len(ex.input_ids)
+            room.append(seq_len)
+            target = len(rows) - 1
+            if packing:
+                open_rows.append(target)
+        rows[target].append(i)
+        room[target] -= L
+        if packing and room[target] < 2:  # nothing trainable fits in fewer than 2 positions
+            open_rows.remove(target)
     n = len(rows)
     input_ids = np.full((n, seq_len), pad_id, dtype=np.int64)
     labels = np.full((n, seq_len), IGNORE, dtype=np.int64)

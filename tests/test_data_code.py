@@ -1,0 +1,83 @@
+"""Code task builders: each reference solution passes its own tests when run in a fresh Python
+process (the expected outputs come from independent oracles, so this checks the solutions), and a
+wrong solution fails them."""
+
+import json
+import random
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from data import code_tasks
+from data.problem import make_row
+from rlpipe.tokenizer import ANSWER_CLOSE, ANSWER_OPEN
+
+
+def run_function_task(code: str, tests: str, entry_point: str, tmp_path) -> int:
+    script = tmp_path / f"{entry_point}_{abs(hash(code)) % 10**8}.py"
+    script.write_text(f"{code}\n\n{tests}\n\ncheck({entry_point})\n")
+    return subprocess.run([sys.executable, str(script)], capture_output=True, timeout=20).returncode
+
+
+def run_io_task(code: str, tests: str, tmp_path) -> bool:
+    script = tmp_path / f"io_{abs(hash(code)) % 10**8}.py"
+    script.write_text(code + "\n")
+    for case in json.loads(tests):
+        done = subprocess.run([sys.executable, str(script)], input=case["input"], capture_output=True,
+                              text=True, timeout=20)
+        if done.returncode != 0 or done.stdout != case["output"]:
+            return False
+    return True
+
+
+def _problems(templates, make, per_template=2):
+    rng = random.Random(0)
+    return [make(rng, t) for t in templates for _ in range(per_template)]
+
+
+def test_every_function_template_solution_passes_its_tests(tmp_path):
+    problems = _problems(code_tasks.FUNCS, code_tasks._function_problem)
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda p: run_function_task(p.answer, p.tests, p.entry_point, tmp_path), problems))
+    failed = [p.key for p, rc in zip(problems, codes) if rc != 0]
+    assert not failed
+    assert {p.difficulty for p in problems} == {1, 2, 3, 4}
+
+
+def test_every_io_template_solution_passes_its_tests(tmp_path):
+    problems = _problems(code_tasks.IOS, code_tasks._io_problem, per_template=1)
+    with ThreadPoolExecutor(4) as pool:
+        ok = list(pool.map(lambda p: run_io_task(p.answer, p.tests, tmp_path), problems))
+    assert all(ok), [p.key for p, good in zip(problems, ok) if not good]
+    assert {p.difficulty for p in problems} == {1, 2, 3, 4}
+
+
+def test_tests_reject_a_wrong_solution(tmp_path):
+    rng = random.Random(1)
+    fn = code_tasks._function_problem(rng, next(t for t in code_tasks.FUNCS if t.template == "factorial"))
+    wrong = fn.answer.replace("range(2, n + 1)", "range(2, n)")
+    assert run_function_task(wrong, fn.tests, fn.entry_point, tmp_path) != 0
+    io = code_tasks._io_problem(rng, next(t for t in code_tasks.IOS if t.template == "io_sort_desc"))
+    assert not run_io_task(io.answer.replace("reverse=True", "reverse=False"), io.tests, tmp_path)
+
+
+@pytest.mark.parametrize("gen,task", [(code_tasks.generate_function, "code"), (code_tasks.generate_io, "code_io")])
+def test_rows_carry_code_in_answer_and_tests(gen, task):
+    rng = random.Random(2)
+    for d in (1, 2, 3, 4):
+        for lang in ("en", "zh"):
+            row = make_row(gen(rng, d), lang, False, rng, "r")
+            assert row["task"] == task and row["difficulty"] == d
+            inside = row["solution"].split(ANSWER_OPEN, 1)[1].rsplit(ANSWER_CLOSE, 1)[0]
+            assert inside.strip() == row["answer"].strip()
+            compile(row["answer"], "<answer>", "exec")
+            if task == "code":
+                assert row["tests"].startswith("def check(candidate):") and row["entry_point"]
+                assert f"`{row['entry_point']}(" in row["prompt"]
+            else:
+                cases = json.loads(row["tests"])
+                assert cases and all(set(c) == {"input", "output"} for c in cases) and row["entry_point"] == ""
+            assert bool(re.search(r"[\u4e00-\u9fff]", row["prompt"])) == (lang == "zh")

@@ -1,0 +1,135 @@
+"""Math task builders: every answer and every arithmetic claim in every trace is correct, checked
+here independently with exact Fraction arithmetic (not with the builders' own code)."""
+
+import ast
+import random
+import re
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+
+from data import arithmetic, countdown, equations
+from data.problem import make_row
+from rlpipe.tokenizer import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+
+N_PER_LEVEL = 60
+R1 = re.compile(rf"^{re.escape(THINK_OPEN)}\n(.+)\n{re.escape(THINK_CLOSE)} "
+                rf"{re.escape(ANSWER_OPEN)}(.+){re.escape(ANSWER_CLOSE)}$", re.S)
+# A chain of integer operations written as a claim: "2 + 2 + 1 = 5", "-48 / -6 = 8".
+CLAIM = re.compile(r"(?<![\w(/.])(-?\d+(?: [-+*/] -?\d+)+) = (-?\d+)(?![\w(/.]| [-+*/] )")
+OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+       ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+
+
+def exact(expr: str, x: Fraction | None = None) -> Fraction:
+    """Evaluate + - * / brackets, integers and the variable x with Fractions (no eval)."""
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.BinOp) and type(node.op) in OPS:
+            return OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return Fraction(node.value)
+        if isinstance(node, ast.Name) and node.id == "x" and x is not None:
+            return x
+        raise AssertionError(f"unexpected syntax in {expr!r}")
+    return walk(ast.parse(expr, mode="eval"))
+
+
+def rows(gen, seed=0):
+    rng = random.Random(seed)
+    for d in (1, 2, 3, 4):
+        for i in range(N_PER_LEVEL):
+            yield make_row(gen(rng, d), ("en", "zh")[i % 2], i % 5 == 0, rng, f"r{i}")
+
+
+def check_claims(solution: str) -> int:
+    claims = CLAIM.findall(solution)
+    for lhs, rhs in claims:
+        assert exact(lhs) == int(rhs), f"false claim {lhs} = {rhs} in\n{solution}"
+    return len(claims)
+
+
+def check_format(row) -> str:
+    m = R1.match(row["solution"])
+    assert m, row["solution"]
+    assert m.group(2) == (f"x = {row['answer']}" if row["task"] == "equations" else row["answer"])
+    return m.group(1)
+
+
+def test_arithmetic_answers_and_traces_are_correct():
+    n_claims = 0
+    for row in rows(arithmetic.generate):
+        check_format(row)
+        expr = row["key"].split(":", 1)[1]
+        assert expr in row["prompt"]
+        assert exact(expr) == int(row["answer"])
+        n_claims += check_claims(row["solution"])
+    assert n_claims > 4 * N_PER_LEVEL
+
+
+def test_arithmetic_column_steps_are_true():
+    """Each column line ("tens 2 + 4 + 1 = 7, write 7 ...") states a true digit sum."""
+    for row in rows(arithmetic.generate, seed=3):
+        for lhs, rhs in re.findall(r"(?:ones|tens|hundreds|thousands|个位|十位|百位|千位) "
+                                   r"(\d+(?: [-+*] \d+)+) = (\d+)", row["solution"]):
+            assert exact(lhs) == int(rhs)
+
+
+def test_equation_answers_satisfy_the_equation_in_lowest_terms():
+    for row in rows(equations.generate):
+        check_format(row)
+        eq = row["key"].split(":", 1)[1]
+        assert eq in row["prompt"]
+        x = Fraction(row["answer"])
+        assert str(x) == row["answer"]  # lowest terms, sign on the numerator
+        lhs, rhs = (re.sub(r"(\d)(x|\()", r"\1*\2", side) for side in eq.split(" = "))
+        assert exact(lhs, x) == exact(rhs, x), (eq, x)
+        check_claims(row["solution"])
+
+
+def test_countdown_answers_use_each_number_once_and_hit_the_target():
+    for row in rows(countdown.generate):
+        check_format(row)
+        expr, numbers, target = row["answer"], row["numbers"], row["target"]
+        assert Counter(int(t) for t in re.findall(r"\d+", expr)) == Counter(numbers)
+        assert exact(expr) == target
+        assert str(target) in row["prompt"] and all(str(n) in row["prompt"] for n in numbers)
+        check_claims(row["solution"])
+        assert len(numbers) == {1: 2, 2: 3, 3: 3, 4: 4}[row["difficulty"]]
+
+
+@pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
+def test_same_seed_same_problems(gen):
+    assert list(rows(gen, seed=7)) == list(rows(gen, seed=7))
+    assert list(rows(gen, seed=7)) != list(rows(gen, seed=8))
+
+
+@pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
+def test_harder_levels_have_longer_traces(gen):
+    by_level = {}
+    for row in rows(gen):
+        by_level.setdefault(row["difficulty"], []).append(len(row["solution"]))
+    means = [sum(v) / len(v) for _, v in sorted(by_level.items())]
+    assert means == sorted(means) and means[-1] > 1.5 * means[0]
+
+
+def test_prompts_follow_their_language():
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    for gen in (arithmetic.generate, equations.generate, countdown.generate):
+        for row in rows(gen):
+            assert bool(cjk.search(row["prompt"])) == (row["language"] == "zh")
+            think = R1.match(row["solution"]).group(1)
+            if not row["mixed_language"]:
+                # Unmixed: an English trace has no Chinese; a Chinese one has no English words.
+                if row["language"] == "en":
+                    assert not cjk.search(think)
+                else:
+                    assert not re.search(r"[A-Za-z]{2,}", think), think
+            elif row["language"] == "en":  # mixed: part of the trace is in the other language
+                assert cjk.search(think)
+            else:
+                assert re.search(r"[A-Za-z]{2,}", think)

@@ -1,0 +1,40 @@
+"""Evaluation arithmetic: the pass@k estimator and the report table."""
+
+import math
+
+import pytest
+
+from rlpipe.evaluate import EvalConfig, markdown_table, pass_at_k
+
+
+def test_pass_at_k_matches_the_combinatorial_definition():
+    # n=4 samples, c=1 correct: P(at least one of 2 drawn is correct) = 1 - C(3,2)/C(4,2) = 1/2.
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(4, 0, 4) == 0.0
+    assert pass_at_k(4, 1, 4) == 1.0
+    # pass@1 is the plain success rate.
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(16, 5, 8) == pytest.approx(1 - math.comb(11, 8) / math.comb(16, 8))
+
+
+def test_eval_config_rejects_k_above_samples():
+    with pytest.raises(ValueError, match="n_samples"):
+        EvalConfig(k=8, n_samples=4)
+    with pytest.raises(ValueError, match="backend"):
+        EvalConfig(backend="tgi")
+
+
+def test_eval_config_coerces_mappings_and_objects():
+    assert EvalConfig.coerce({"k": 2, "n_samples": 2, "unrelated": 1}).k == 2
+    assert EvalConfig.coerce(None) == EvalConfig()
+
+
+def test_markdown_table_has_a_row_per_task_and_a_column_per_level():
+    result = {"overall": {"accuracy": 0.5, "pass_at_k": 0.75, "k": 4, "format_rate": 1.0,
+                          "language_consistency": 0.9, "mixing_rate": 0.1, "mean_length": 42.0, "n": 4},
+              "by_task": {"arithmetic": {"1": {"accuracy": 1.0, "n": 2}, "3": {"accuracy": 0.0, "n": 1}},
+                          "countdown": {"2": {"accuracy": 1.0, "n": 1}}}}
+    table = markdown_table(result)
+    assert "| arithmetic | 1.00 (n=2) | - | 0.00 (n=1) |" in table
+    assert "| countdown | - | 1.00 (n=1) | - |" in table
+    assert "pass@4" in table
