@@ -10,12 +10,13 @@ What this script does:
 - Reports accuracy, false positives (said equal, label not equal), false negatives, p50/p99
   latency (all pairs, and "ordinary" pairs: integers, decimals, fractions, mixed numbers,
   thousands separators, percentages, scientific notation), pairs/s (pairs / summed latency,
-  sequential, one core) and hangs. Prints a Markdown table, writes bench/results/rewards_math.json.
+  sequential, one core; also without the `security` pairs, where Math-Verify mostly waits for its
+  own 5 s timeouts -- the 5x target is judged on that figure) and hangs. Prints a Markdown table, writes bench/results/rewards_math.json.
 
 Math-Verify is called as its README shows for final answers: `verify(parse(gold), parse(pred))`,
 each side wrapped in `\\boxed{}` so its highest-priority extraction reads the bare answer.
 
-Usage: .venv/bin/python bench/bench_rewards_math.py [--hang-s 30] [--repeat 3]
+Usage: .venv/bin/python bench/bench_rewards_math.py [--hang-s 30] [--repeat 1]
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def load_pairs() -> list[dict]:
             if line.strip():
                 row = json.loads(line)
                 if {"pred", "gold", "equal"} <= row.keys():
+                    row["file"] = os.path.basename(path)
                     pairs.append(row)
     return pairs
 
@@ -119,9 +121,11 @@ def run_checker(name: str, pairs: list[dict], hang_s: float, repeat: int) -> lis
 def summarise(pairs: list[dict], results) -> dict:
     n = len(pairs)
     correct = fp = fn = hangs = 0
-    lat, lat_ord = [], []
+    lat, lat_ord, lat_plain = [], [], []
     for p, (verdict, seconds) in zip(pairs, results):
         lat.append(seconds)
+        if p.get("tag") != "security":
+            lat_plain.append(seconds)
         if p.get("tag") in ORDINARY_TAGS:
             lat_ord.append(seconds)
         if verdict is None:
@@ -134,18 +138,28 @@ def summarise(pairs: list[dict], results) -> dict:
         else:
             fn += 1
     q = lambda xs, f: sorted(xs)[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan")
+    by_file: dict[str, list[int]] = {}
+    for p, (verdict, _) in zip(pairs, results):
+        hit = by_file.setdefault(p["file"], [0, 0])
+        hit[0] += verdict == p["equal"]
+        hit[1] += 1
     return {
+        "accuracy_by_file": {f: round(c / n_f, 4) for f, (c, n_f) in by_file.items()},
         "pairs": n, "accuracy": correct / n, "false_positives": fp, "false_negatives": fn,
         "hangs": hangs, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * q(lat, 0.99),
         "p50_ordinary_ms": 1e3 * statistics.median(lat_ord), "p99_ordinary_ms": 1e3 * q(lat_ord, 0.99),
         "max_ms": 1e3 * max(lat), "pairs_per_s": n / sum(lat),
+        # without the adversarial inputs (where Math-Verify spends its 5 s timeouts)
+        "pairs_per_s_non_security": len(lat_plain) / sum(lat_plain),
+        "pairs_per_s_ordinary": len(lat_ord) / sum(lat_ord),
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hang-s", type=float, default=30.0, help="per-pair cap before a child is killed")
-    ap.add_argument("--repeat", type=int, default=3, help="timed calls per pair (the minimum is kept)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="timed calls per pair, minimum kept (above 1, sympy caches flatter both)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "rewards_math.json"))
     args = ap.parse_args(argv)
     pairs = load_pairs()
@@ -161,14 +175,16 @@ def main(argv=None) -> int:
             for p, (v, _) in zip(pairs, results) if v != p["equal"]]
     ours, mv = report["checkers"]["ours"], report["checkers"]["math-verify"]
     report["speedup_pairs_per_s"] = ours["pairs_per_s"] / mv["pairs_per_s"]
+    report["speedup_non_security"] = ours["pairs_per_s_non_security"] / mv["pairs_per_s_non_security"]
+    report["speedup_ordinary"] = ours["pairs_per_s_ordinary"] / mv["pairs_per_s_ordinary"]
     report["targets"] = {
         "accuracy_ge_math_verify": ours["accuracy"] >= mv["accuracy"],
         "fewer_false_positives": ours["false_positives"] < mv["false_positives"],
         "p99_ordinary_le_50ms": ours["p99_ordinary_ms"] <= 50.0,
-        "throughput_ge_5x": report["speedup_pairs_per_s"] >= 5.0,
+        "throughput_ge_5x": report["speedup_non_security"] >= 5.0,
     }
     cols = ["accuracy", "false_positives", "false_negatives", "hangs", "p50_ms", "p99_ms",
-            "p99_ordinary_ms", "max_ms", "pairs_per_s"]
+            "p99_ordinary_ms", "max_ms", "pairs_per_s", "pairs_per_s_non_security"]
     print(f"\nMath checker on {len(pairs)} labelled pairs (tests/data/math_cases*.jsonl)\n")
     print("| checker | " + " | ".join(cols) + " |")
     print("|" + "---|" * (len(cols) + 1))
@@ -176,7 +192,12 @@ def main(argv=None) -> int:
         cells = [f"{s[c]:.3f}" if c == "accuracy" else f"{s[c]:.2f}" if isinstance(s[c], float) else str(s[c])
                  for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"\nthroughput ratio (ours / Math-Verify): {report['speedup_pairs_per_s']:.1f}x")
+    print("\naccuracy by case file (the held-out files were labelled before either checker ran on them):")
+    for f in ours["accuracy_by_file"]:
+        print(f"  {f}: ours {ours['accuracy_by_file'][f]:.3f}, math-verify {mv['accuracy_by_file'][f]:.3f}")
+    print(f"\nthroughput ratio (ours / Math-Verify): all pairs {report['speedup_pairs_per_s']:.1f}x, "
+          f"without security inputs {report['speedup_non_security']:.1f}x, "
+          f"ordinary answers {report['speedup_ordinary']:.1f}x")
     print("targets: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in report["targets"].items()))
     for name in ("ours", "math-verify"):
         wrong = report["disagreements"][name]

@@ -264,15 +264,34 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     )
 
 
-def facts(rng: random.Random, n: int) -> list[str]:
-    """Plain statements for the pretraining corpus: the 1-digit tables, then random column
-    additions, subtractions and products written the way the traces write them."""
-    out = []
+def fact_lines() -> list[str]:
+    """Every basic fact the traces lean on without working it out: the 1-digit addition,
+    subtraction, multiplication and division tables, and 2-digit plus/minus 1-digit (up to 60,
+    the range of the level-1 equations and countdown traces)."""
+    lines = []
     for a in range(10):
         for b in range(10):
-            out.append(f"{a} + {b} = {a + b}. {a} * {b} = {b * a}.")
+            lines += [f"{a} + {b} = {a + b}.", f"{a} * {b} = {a * b}."]
             if a >= b:
-                out.append(f"{a} - {b} = {a - b}.")
+                lines.append(f"{a} - {b} = {a - b}.")
+            if b:
+                lines.append(f"{a * b} / {b} = {a}.")
+    for a in range(10, 61):
+        for b in range(1, 10):
+            lines += [f"{a} + {b} = {a + b}.", f"{a} - {b} = {a - b}."]
+    return lines
+
+
+def facts(rng: random.Random, n: int) -> list[str]:
+    """Plain statements for the pretraining corpus: the basic facts (`fact_lines`) three times over,
+    ten to a document in a fresh random order each pass (a small model needs to see a fact more
+    than once), then random column additions, subtractions and products written the way the
+    traces write them, up to `n` documents in all (the tables are always complete)."""
+    out = []
+    lines = fact_lines()
+    for _ in range(3):
+        order = rng.sample(lines, len(lines))
+        out += [" ".join(order[i:i + 10]) for i in range(0, len(order), 10)]
     while len(out) < n:
         kind = rng.choice("+-*")
         lang = rng.choice(("en", "zh"))

@@ -6,8 +6,9 @@ Kinds (the `task` column), each in English and Chinese:
 - `formatting`: upper-case a phrase, sort words, join items with commas, sort numbers, count letters;
 - `greeting`: hello / who are you / thanks, with fixed friendly replies.
 
-The response has an empty think block, `<think>\\n</think> <answer>reply</answer>`: no reasoning, but
-the same response format as every other row, so format rewards and answer extraction work on it.
+The response is `<think>\\n<one line restating the request>\\n</think> <answer>reply</answer>`: no
+working, but the same response format as every other row, so the format reward (which wants a
+non-empty think block), the language reward and answer extraction all work on it.
 Rows use the task-row schema (`difficulty` 1, no tests, `mixed_language` False).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import random
 
 from data.problem import Problem
+from data.traces import Step
 
 ONES_EN = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
            "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
@@ -148,11 +150,29 @@ def _greeting(rng: random.Random):
 
 KINDS = (_number_words, _translate, _formatting, _greeting)
 
+# The one-line think of a direct answer: it restates the request and does no working. Format
+# rewards want a non-empty think block, and the line is in the prompt's language so the
+# language-consistency reward reads it as such (the phrase itself is never quoted here).
+RESTATE = {
+    "number_words:to_words": Step("Write the number in words.", "把这个数写成汉字。"),
+    "number_words:to_digits": Step("Write the number in digits.", "把这个数写成阿拉伯数字。"),
+    "translate:to_zh": Step("Translate the phrase into Chinese.", "把这个短语翻译成中文。"),
+    "translate:to_en": Step("Translate the phrase into English.", "把这个短语翻译成英文。"),
+    "formatting:upper": Step("Write it in capital letters.", "改成大写字母。"),
+    "formatting:sort_words": Step("Sort the words from a to z.", "按字母顺序排列单词。"),
+    "formatting:commas": Step("Join the words with commas.", "用逗号连接单词。"),
+    "formatting:sort_numbers": Step("Sort the numbers from small to large.", "把数从小到大排列。"),
+    "formatting:letters": Step("Count the letters.", "数一数字母。"),
+    "greeting": Step("Reply politely.", "礼貌地回复。"),
+}
+
 
 def generate(rng: random.Random, language: str) -> tuple[Problem, str | None]:
     """One non-reasoning problem whose answer suits `language` (`steps` is empty), and the reply
     in the other language when the reply depends on the language (else None)."""
     problem, by_language = rng.choice(KINDS)(rng)
+    kind = problem.key.split(":")[0] if problem.task == "greeting" else ":".join(problem.key.split(":")[:2])
+    problem.steps = [RESTATE[kind]]
     if by_language is None:
         return problem, None
     problem.answer = by_language[language]

@@ -218,12 +218,15 @@ FUNCS: tuple[FuncTemplate, ...] = (
                   ("Return seen.", "返回 seen。")),
                  lambda k, nums: list(dict.fromkeys(nums)), lambda rng, k: [([rng.randint(0, 5) for _ in range(rng.randint(0, 8))],) for _ in range(4)]),
     # ---- level 4
-    FuncTemplate("fibonacci", 4, ("fib", "fibonacci", "nth_fib", "fibo"), "n",
-                 "returns the n-th Fibonacci number, where fib(0) = 0 and fib(1) = 1", "返回第 n 个斐波那契数，其中 fib(0) = 0，fib(1) = 1",
-                 "    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
-                 (("Keep two numbers a, b = 0, 1.", "用两个数 a, b = 0, 1。"), ("Repeat n times: a, b = b, a + b.", "重复 n 次：a, b = b, a + b。"),
-                  ("Then a is the n-th number.", "最后 a 就是第 n 个数。")),
-                 lambda k, n: round(((1 + 5 ** 0.5) / 2) ** n / 5 ** 0.5), lambda rng, k: [(0,), (1,)] + [(rng.randint(2, 30),) for _ in range(3)]),
+    FuncTemplate("fibonacci", 4, ("fib", "fibonacci", "sequence", "nth_term"), "n",
+                 "returns f(n) for the sequence f(0) = {p}, f(1) = {q}, f(n) = f(n - 1) + f(n - 2)",
+                 "返回数列的第 n 项 f(n)，其中 f(0) = {p}，f(1) = {q}，f(n) = f(n - 1) + f(n - 2)",
+                 "    a, b = {p}, {q}\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+                 (("Keep two numbers a, b = {p}, {q}: f(0) and f(1).", "用两个数 a, b = {p}, {q}，即 f(0) 和 f(1)。"),
+                  ("Repeat n times: a, b = b, a + b.", "重复 n 次：a, b = b, a + b。"),
+                  ("Then a is f(n).", "最后 a 就是 f(n)。")),
+                 lambda k, n: _sequence(k["p"], k["q"], n), lambda rng, k: [(0,), (1,)] + [(rng.randint(2, 20),) for _ in range(3)],
+                 lambda rng: {"p": rng.randint(0, 3), "q": rng.randint(1, 4)}),
     FuncTemplate("is_prime", 4, ("is_prime", "prime", "check_prime", "prime_test"), "n",
                  "returns True if n is a prime number, otherwise False", "如果 n 是质数返回 True，否则返回 False",
                  "    if n < 2:\n        return False\n    d = 2\n    while d * d <= n:\n        if n % d == 0:\n            return False\n        d += 1\n    return True",
@@ -235,12 +238,15 @@ FUNCS: tuple[FuncTemplate, ...] = (
                  "    while b:\n        a, b = b, a % b\n    return a",
                  (("Use Euclid's method: replace a, b with b, a % b until b is 0.", "用辗转相除法：把 a, b 换成 b, a % b，直到 b 为 0。"), ("Then a is the answer.", "这时 a 就是答案。")),
                  lambda k, a, b: gcd(a, b), lambda rng, k: [(rng.randint(1, 99), rng.randint(1, 99)) for _ in range(3)] + [(12, 18)]),
-    FuncTemplate("second_largest", 4, ("second_largest", "runner_up", "second_max", "next_biggest"), "nums",
-                 "returns the second largest distinct value in nums (nums has at least two distinct values)", "返回 nums 中第二大的不同的值（nums 至少有两个不同的值）",
-                 "    values = sorted(set(nums))\n    return values[-2]",
-                 (("Remove duplicates with set(nums) and sort the values.", "用 set(nums) 去重后排序。"), ("The second largest is values[-2].", "第二大的就是 values[-2]。")),
-                 lambda k, nums: max(v for v in nums if v != max(nums)),
-                 lambda rng, k: [(lambda v: (v + [v[0] + 1],))(_ints(rng, rng.randint(1, 6))) for _ in range(4)]),
+    FuncTemplate("kth_largest", 4, ("kth_largest", "runner_up", "nth_biggest", "rank_value"), "nums",
+                 "returns the {ord} largest distinct value in nums (nums has at least {k} distinct values)",
+                 "返回 nums 中{ord_zh}大的不同的值（nums 至少有 {k} 个不同的值）",
+                 "    values = sorted(set(nums))\n    return values[-{k}]",
+                 (("Remove duplicates with set(nums) and sort the values.", "用 set(nums) 去重后排序。"),
+                  ("The {ord} largest is values[-{k}].", "{ord_zh}大的就是 values[-{k}]。")),
+                 lambda k, nums: _drop_max(set(nums), k["k"] - 1),
+                 lambda rng, k: [(lambda v: (v + [v[0] + 1, v[0] + 2],))(_ints(rng, rng.randint(1, 5))) for _ in range(4)],
+                 lambda rng: rng.choice(({"k": 2, "ord": "second", "ord_zh": "第二"}, {"k": 3, "ord": "third", "ord_zh": "第三"}))),
     FuncTemplate("run_length", 4, ("run_length", "rle", "compress", "encode_runs"), "s",
                  "returns the run-length encoding of s: each run of equal letters as the letter then the run length, e.g. 'aaab' gives 'a3b1'",
                  "返回 s 的游程编码：每段相同字母写成字母加长度，例如 'aaab' 得到 'a3b1'",
@@ -280,6 +286,19 @@ FUNCS: tuple[FuncTemplate, ...] = (
                   ("Return the count.", "返回步数。")),
                  lambda k, n: _collatz(n), lambda rng, k: [(1,)] + [(rng.randint(2, 60),) for _ in range(3)]),
 )
+
+
+def _sequence(p, q, n):
+    seq = [p, q]
+    while len(seq) <= n:
+        seq.append(seq[-1] + seq[-2])
+    return seq[n]
+
+
+def _drop_max(values: set, times: int):
+    for _ in range(times):
+        values.discard(max(values))
+    return max(values)
 
 
 def _runs(s):
@@ -403,8 +422,13 @@ IOS: tuple[IOTemplate, ...] = (
 
 
 def _fill(text: str, k) -> str:
-    """Fill {k}, and for the operator templates {k_en}/{k_zh}, into a template string."""
+    """Fill the template's parameter into a text: {k}; {k_en}/{k_zh} for the operator and
+    upper-case templates; {name} for each entry of a dict parameter."""
     if k is None:
+        return text
+    if isinstance(k, dict):
+        for name, value in k.items():
+            text = text.replace("{" + name + "}", str(value))
         return text
     if isinstance(k, str) and k in BINOP_EN:
         return text.replace("{k_en}", BINOP_EN[k]).replace("{k_zh}", BINOP_ZH[k]).replace("{k}", k)
@@ -413,6 +437,10 @@ def _fill(text: str, k) -> str:
         zh = "，并转成大写" if k else ""
         return text.replace("{k_en}", en).replace("{k_zh}", zh).replace("{k}", k)
     return text.replace("{k}", str(k))
+
+
+def _param_key(k) -> str:
+    return ",".join(f"{n}={v}" for n, v in sorted(k.items())) if isinstance(k, dict) else str(k)
 
 
 _ASCII_RUN = re.compile(r"[ -~]+")
@@ -449,7 +477,7 @@ def _function_problem(rng: random.Random, t: FuncTemplate) -> Problem:
     steps.append(Step(f"Check: {name}({shown}) should return {example_out!r}.",
                       _quote_code(f"检查：{name}({shown}) 应该返回 {example_out!r}。")))
     return Problem(
-        task="code", difficulty=t.difficulty, key=f"code:{t.template}|{name}|{k}|{shown}",
+        task="code", difficulty=t.difficulty, key=f"code:{t.template}|{name}|{_param_key(k)}|{shown}",
         prompt={"en": en, "zh": zh}, steps=steps, answer=code, answer_text=f"\n{code}\n",
         tests=tests, entry_point=name,
     )
@@ -467,7 +495,7 @@ def _io_problem(rng: random.Random, t: IOTemplate) -> Problem:
     steps += [Step(_fill(e, k), _quote_code(_fill(z, k))) for e, z in t.plan]
     steps.append(Step(f"Check: for the input `{ex_in}` it prints `{ex_out}`.", f"检查：输入 `{ex_in}` 时输出 `{ex_out}`。"))
     return Problem(
-        task="code_io", difficulty=t.difficulty, key=f"code_io:{t.template}|{k}|{ex_in}",
+        task="code_io", difficulty=t.difficulty, key=f"code_io:{t.template}|{_param_key(k)}|{ex_in}",
         prompt={"en": en, "zh": zh}, steps=steps, answer=code, answer_text=f"\n{code}\n",
         tests=json.dumps(cases, ensure_ascii=False), entry_point="",
     )

@@ -1,7 +1,7 @@
 """Linear equations in one unknown x, solved step by step.
 
 Levels (difficulty):
-1. `ax + b = c` with a in 1..4 and a 1-digit positive solution (`2x + 3 = 11`);
+1. `ax + b = c` with a in 1..3 and a 1-digit positive solution (`2x + 3 = 11`);
 2. `ax + b = c` / `ax - b = c` with a up to 9 and a negative or positive integer solution;
 3. x on both sides, `ax + b = cx + d`, integer solution;
 4. brackets on both sides, `a(x + b) + e = c(x - d)`, a solution that is usually a fraction.
@@ -99,7 +99,7 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     steps: list[Step] = []
     if difficulty in (1, 2):
         if difficulty == 1:
-            a, x, b = rng.randint(1, 4), rng.randint(1, 9), rng.randint(1, 9)
+            a, x, b = rng.randint(1, 3), rng.randint(1, 9), rng.randint(1, 9)
         else:
             a, x, b = rng.randint(2, 9), _nonzero(rng, -9, 9), _nonzero(rng, -20, 20)
         c = a * x + b

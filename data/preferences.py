@@ -57,11 +57,12 @@ def chat_pair(p: Problem, other: Problem, language: str, wrong_language_answer: 
               rng: random.Random) -> dict | None:
     """A preference row for a non-reasoning prompt: the correct reply against a wrong reply
     (another prompt's answer) or, when the reply depends on the language, the other language's reply."""
-    chosen = r1_response("", p.answer)
+    reasoning = reasoning_text(p.steps, language)
+    chosen = r1_response(reasoning, p.answer)
     if wrong_language_answer is not None and rng.random() < 0.5:
-        rejected, kind = r1_response("", wrong_language_answer), "wrong_language"
+        rejected, kind = r1_response(reasoning, wrong_language_answer), "wrong_language"
     elif other.answer != p.answer:
-        rejected, kind = r1_response("", other.answer), "wrong_answer"
+        rejected, kind = r1_response(reasoning, other.answer), "wrong_answer"
     else:
         return None
     return {"prompt": p.prompt[language], "chosen": chosen, "rejected": rejected, "task": p.task,

@@ -131,8 +131,11 @@ def _rewrite_text_commands(s: str) -> tuple[str, bool]:
         end = _match_brace(st, m.end() - 1)
         if end == len(st) - 1:
             inner = st[m.end():end].strip()
-            # \mathrm{e}, \mathrm{i}, \text{(A)}: a one-token answer written in roman type.
-            return inner, bool(re.search(r"[A-Za-z]{2,}", inner))
+            # \text{Evelyn} is a word answer; \mathrm{e}, \text{(A)} and \text{5 cm} are math
+            # written in roman type and go on through the normal rules.
+            if re.search(r"[A-Za-z]{2,}", inner) and not re.search(r"\d", inner):
+                return inner, True
+            s = inner
     out = []
     i = 0
     while True:
@@ -152,9 +155,7 @@ def _rewrite_text_commands(s: str) -> tuple[str, bool]:
                 and re.search(r"[A-Za-z]", inner):
             # A trailing \text{ cm}, \text{ units}^2, \mathrm{kg}: a unit, dropped.
             out.append(s[i:m.start()])
-            i = len(s)
-            out.append("")
-            break
+            return "".join(out), False
         if inner.strip().lower() in ("or", "and"):
             out.append(s[i:m.start()] + ",")
         else:
@@ -449,6 +450,9 @@ class _Parser:
         while self.at("op", "!"):
             self.take()
             node = ("fact", node)
+        if self.at("op", "%"):
+            self.take()
+            node = ("pct", node)
         if self.at("op", "'"):
             raise ParseError("primes (f') are not compared")
         return node
@@ -721,16 +725,9 @@ def parse(s: str):
         plus, minus = parse(_PM.sub("+", s)), parse(_PM.sub("-", s))
         return ("list", (plus, minus))
     toks = tokenize(s)
-    pct = False
-    if toks and toks[-1] == ("op", "%"):
-        toks = toks[:-1]
-        pct = True
     if not toks:
         raise ParseError("empty answer")
-    if any(t == ("op", "%") for t in toks):
-        raise ParseError("% inside an expression")
-    node = _Parser(toks).top()
-    return ("pct", node) if pct else node
+    return _Parser(toks).top()
 
 
 # ---------------------------------------------------------------------------------------------

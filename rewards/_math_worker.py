@@ -17,9 +17,13 @@ Comparison in the child, for two scalar trees a and b:
 - no free symbols: both sides evaluated to 60 significant digits (complex allowed);
   `tolerant` requests (a side wrote a decimal) accept a relative difference < 1e-6, others need
   agreement to 1e-45 relative, i.e. exact up to numerical evaluation;
-- free symbols: `expand(a - b) == 0`, else both sides evaluated at fixed pseudo-random points
-  (positive and negative): unequal at any point -> not equal; equal at >= 3 points -> equal;
-  too few valid points -> `simplify(a - b) == 0` decides.
+- free symbols: `expand(a - b) == 0`, else both sides evaluated (30 digits, sympy's adaptive
+  evalf; agreement to 1e-20 relative, or 1e-6 when `tolerant`) at fixed pseudo-random points,
+  positive and negative: unequal at any point -> not
+  equal; equal at 4 points -> equal; fewer than 4 points where both sides are finite numbers ->
+  `simplify(a - b) == 0` decides.
+- equations (`mode="proportional"`): a = 0 and b = 0 are the same equation iff a/b is a nonzero
+  constant at the probe points.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import time
 
 REL_TOL = 1e-6          # for sides that wrote a decimal (an approximation)
 EXACT_REL_TOL = 1e-45   # for exact sides evaluated to 60 digits
+PROBE_REL_TOL = 1e-20   # exact sides at a probe point, evaluated to 30 digits (last-digit rounding)
 ABS_FLOOR = 1e-40       # numerical-evaluation noise around 0 (e.g. sin(pi) evaluated)
 _DIGITS = 60
 _STARTUP_TIMEOUT_S = 120.0   # importing sympy on a loaded 2-core box can take many seconds
@@ -108,7 +113,7 @@ def _build(sp, node, symbols: dict):
     raise ValueError(f"node {kind!r} is not a scalar")
 
 
-def _close(sp, va, vb, tolerant: bool) -> bool | None:
+def _close(sp, va, vb, rel: float) -> bool | None:
     """Numeric closeness of two evaluated values; None when either is not a finite number."""
     try:
         ca, cb = complex(va), complex(vb)
@@ -121,7 +126,6 @@ def _close(sp, va, vb, tolerant: bool) -> bool | None:
             scale = max(abs(sp.N(va, _DIGITS)), abs(sp.N(vb, _DIGITS)))
             if not (diff.is_number and scale.is_number and diff.is_finite and scale.is_finite):
                 return None
-            rel = REL_TOL if tolerant else EXACT_REL_TOL
             return bool(diff < rel * scale or diff <= ABS_FLOOR)
         except Exception:
             return None
@@ -129,7 +133,6 @@ def _close(sp, va, vb, tolerant: bool) -> bool | None:
     scale = max(abs(ca), abs(cb))
     if not diff.is_number or not diff.is_finite:
         return None
-    rel = REL_TOL if tolerant else EXACT_REL_TOL
     return bool(float(diff) < rel * scale or float(diff) <= ABS_FLOOR)
 
 
@@ -150,7 +153,7 @@ def _handle(sp, req: dict) -> dict:
     free = (a.free_symbols | b.free_symbols) if hasattr(a, "free_symbols") else set()
     if not free:
         va, vb = sp.N(a, _DIGITS), sp.N(b, _DIGITS)
-        verdict = _close(sp, va, vb, tolerant)
+        verdict = _close(sp, va, vb, REL_TOL if tolerant else EXACT_REL_TOL)
         if verdict is None:
             return {"equal": False, "rule": "numeric", "detail": f"not finite numbers: {va} vs {vb}"}
         rule = "relative-tolerance" if tolerant else "numeric-exact"
@@ -163,7 +166,7 @@ def _handle(sp, req: dict) -> dict:
     for k in range(len(_PROBES)):
         point = {s: sp.Rational(_PROBES[(k + j * 3) % len(_PROBES)]) for j, s in enumerate(order)}
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
-        verdict = _close(sp, va, vb, tolerant) if not tolerant else _close(sp, va, vb, True)
+        verdict = _close(sp, va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
         if verdict is None:
             continue
         if not verdict:
@@ -223,8 +226,13 @@ class _Worker:
             close_fds=True,
         )
         self.buf = b""
-        ready = self._readline(_STARTUP_TIMEOUT_S)
-        if json.loads(ready).get("ready") is not True:
+        try:
+            ready = json.loads(self._readline(_STARTUP_TIMEOUT_S))
+        except BaseException:
+            self.kill()                 # never leave a half-started child behind
+            raise
+        if ready.get("ready") is not True:
+            self.kill()
             raise RuntimeError("math worker did not start")
 
     def _readline(self, timeout_s: float) -> bytes:

@@ -21,11 +21,17 @@ always True, frame walking or a patched AssertionError pass them):
   `exit(0)` in C only makes every later call fail.
 - Each statement of `check` that tests the candidate is run and recorded on its own (so
   passed/total is per test), and every record H sends to the parent travels on a private pipe C
-  does not hold, tagged with a random nonce made per run (C never has it in memory). The parent counts only records with
-  a valid tag, each test at most once, against a total it computed itself from the test code.
-  The exit code plays no part.
-- stdin/stdout cases: each case runs in a fresh process; its stdout comes back to the parent,
-  which compares it with the expected output (never sent into the sandbox).
+  does not hold, tagged with a random nonce made per run (C never has it in memory). The
+  parent counts only records with that nonce, each test at most once, against a total it
+  computed itself from the test code. The exit code plays no part.
+- stdin/stdout cases: each case runs in a fresh process (forked by H, in one sandbox per
+  candidate); its stdout comes back to the parent, which compares it with the expected output
+  (never sent into the sandbox), ignoring trailing spaces and trailing blank lines. A case passes
+  only if the program also exits with status 0.
+- Layers underneath (rewards/sandbox.py): seccomp denies ptrace and cross-process memory
+  access; H is PID 1 of the sandbox's pid namespace, so C's signals do not reach it.
+- Limits: arguments and return values must be plain data (None, bool, int, float, complex,
+  str, bytes, list, tuple, dict, set); in-place changes to arguments are not seen by the tests.
 """
 
 from __future__ import annotations
@@ -91,8 +97,10 @@ def enc(v, depth=0):
     """Plain data -> JSON-able with tags; subclasses become their base type."""
     if depth > 200:
         raise ValueError("value nested too deeply")
-    if v is None or isinstance(v, (bool, str)):
-        return v if type(v) in (bool, str) or v is None else str.__str__(v)
+    if v is None or type(v) in (bool, str):
+        return v
+    if isinstance(v, str):
+        return str.__str__(v)
     if isinstance(v, int):
         return int.__index__(v)
     if isinstance(v, float):
@@ -262,6 +270,7 @@ def parent_call(pid, req_w, resp_r):
         send({"harness_error": "%s: %s" % (type(e).__name__, str(e)[:300])})
     send({"done": True})
     os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # so C's CPU time is accounted to the run (getrusage of the caller)
     os._exit(0)
 
 
@@ -326,6 +335,7 @@ def run_io():
             sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
             sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
             sys.setrecursionlimit(sys.getrecursionlimit() + 30)
+            sys.argv = [sys.argv[0]]
             status = 0
             try:
                 exec(code, {"__name__": "__main__", "__builtins__": builtins})
@@ -404,7 +414,7 @@ def run_io():
     nonce = json.loads(read_all(SECRET_FD))["nonce"]
     result = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     for i, rep in enumerate(reports):
-        result.write(nonce + "\t" + json.dumps(dict(rep, case=i)) + "\n")
+        result.write(nonce + "\t" + json.dumps(dict(rep, case=i), ensure_ascii=False) + "\n")
     result.write(nonce + "\t" + json.dumps({"done": True}) + "\n")
     result.flush()
     os._exit(0)
@@ -452,6 +462,7 @@ class _TestPlan:
                 '{"input": ..., "output": ...} cases; fix the `tests` column'
             ) from None
         self.total = 0
+        self.sources: list[str] = []  # each test's code, for the failure details
         self.helpers = {n.name for n in module.body
                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name != "check"}
         body: list[ast.stmt] = []
@@ -462,19 +473,19 @@ class _TestPlan:
                 continue  # a stub or reference solution in the tests must not stand in for the candidate
             if isinstance(stmt, ast.FunctionDef) and stmt.name == "check":
                 check = stmt
+                param = check.args.args[0].arg if check.args.args else _CANDIDATE
+                check.body = [self._wrap(s, {param} | taint) for s in check.body] or [ast.Pass()]
+                body.append(check)
                 continue
             if _is_check_call(stmt):
                 continue  # we call check ourselves, with the proxy
             body.append(self._wrap(stmt, taint))
         if check is not None:
-            param = check.args.args[0].arg if check.args.args else _CANDIDATE
-            check_taint = {param} | taint
-            check.body = [self._wrap(s, check_taint) for s in check.body] or [ast.Pass()]
-            body.append(check)
             if self.total == 0:
                 # No statement-level test found: the whole check(candidate) is one test.
                 body.append(self._record_try(self._call_check(), 0))
                 self.total = 1
+                self.sources.append("check(candidate)")
             else:
                 body.append(self._ignore_errors(self._call_check()))
         if self.total == 0:
@@ -493,7 +504,8 @@ class _TestPlan:
         for node in ast.walk(stmt):
             if isinstance(node, (ast.Assert, ast.Raise)):
                 return True
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in self.helpers:
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in self.helpers):
                 return True
         return False
 
@@ -502,6 +514,7 @@ class _TestPlan:
             return stmt
         if self._is_test(stmt, taint):
             self.total += 1
+            self.sources.append(" ".join(ast.unparse(stmt).split())[:160])
             return self._record_try(stmt, self.total - 1)
         if _names(stmt) & taint:
             taint |= _assigned(stmt)
@@ -608,7 +621,7 @@ def check_solution(
             if isinstance(index, int) and 0 <= index < plan.total and index not in outcome:
                 outcome[index] = rec["ok"] is True
                 if not outcome[index]:
-                    details.append(f"test {index}: {rec.get('detail')}")
+                    details.append(f"test {index} `{plan.sources[index]}`: {rec.get('detail')}")
         elif "load_error" in rec:
             details.append(f"candidate did not load: {rec['load_error']}")
         elif "harness_error" in rec:
@@ -632,8 +645,10 @@ def _check_io(code, cases, nonce, timeout_s, memory_mb) -> CodeResult:
     candidate = json.dumps({"code": code, "inputs": [c["input"] for c in cases],
                             "timeout_s": timeout_s, "output_cap": limits.max_output_bytes}).encode()
     overall = timeout_s * len(cases) + 5.0
+    # Room for every case's capped stdout, even with JSON escapes doubling it.
+    side_cap = len(cases) * (2 * limits.max_output_bytes + 4096) + _RESULT_CAP
     result, side = run_sandboxed(
-        HARNESS, args=("io",), side_inputs=(candidate, secret), side_output_cap=_RESULT_CAP,
+        HARNESS, args=("io",), side_inputs=(candidate, secret), side_output_cap=side_cap,
         timeout_s=overall, memory_mb=memory_mb, limits=limits)
     reports: dict[int, dict] = {}
     for rec in _verified_records(side, nonce):
@@ -714,8 +729,8 @@ def code_reward(
 ) -> list[float | None]:
     """passed/total of each completion's code against its row's tests; None for rows without tests.
 
-    Runs the sandboxes concurrently (one per CPU by default); each is a separate process tree, so
-    threads here only wait.
+    Runs the sandboxes concurrently (two per CPU by default: a sandbox spends part of its life
+    waiting on process start-up); each is a separate process tree, so threads here only wait.
     """
     if all_or_nothing is None:
         all_or_nothing = code_reward_all_or_nothing
@@ -730,12 +745,15 @@ def code_reward(
         code = extract_code(completion_text(completions[i]))
         if code is None:
             return 0.0
-        result = check_solution(code, row_tests, entry_point=entry_points[i] or None,
-                                timeout_s=timeout_s)
+        try:
+            result = check_solution(code, row_tests, entry_point=entry_points[i] or None,
+                                    timeout_s=timeout_s)
+        except ValueError as e:
+            raise ValueError(f"code_reward: row {i} of the batch: {e}") from None
         if all_or_nothing:
             return 1.0 if result.status == "pass" else 0.0
         return result.score
 
-    workers = max_workers or os.cpu_count() or 1
+    workers = max_workers or 2 * len(os.sched_getaffinity(0))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(score, range(n)))

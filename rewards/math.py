@@ -9,13 +9,14 @@ What this module does:
   gold answer), the R1 rule-based accuracy reward.
 
 Extraction rules (`extract_answer`):
-- If the text has `<answer>...</answer>` blocks, the answer comes from them; several blocks must
+- Only the text after the last `</think>` counts (all of it when there is none): the reasoning
+  may quote tags and box intermediate results.
+- If that text has `<answer>...</answer>` blocks, the answer comes from them; several blocks must
   agree (after whitespace normalisation) or there is no answer. Inside a block that contains
   `\boxed{}`, the boxed contents are the answer and all of them must agree.
-- Else the last `\boxed{...}` (or `\fbox{}`; balanced, nested braces) after the last `</think>`
-  (the whole text when there is none). A hedge -- a different `\boxed{}` within 40 characters
-  before the last one (`\boxed{3} or \boxed{4}`) -- means no answer; intermediate results boxed
-  earlier in the reasoning do not.
+- Else the last `\boxed{...}` (or `\fbox{}`; balanced, nested braces). A hedge -- a different
+  `\boxed{}` within 40 characters before the last one (`\boxed{3} or \boxed{4}`) -- means no
+  answer; results boxed earlier (further back) do not.
 - Else None. A completion that never closes its answer or box has no answer.
 
 Normalisation rules (both sides alike, before parsing):
@@ -138,7 +139,9 @@ def extract_answer(text: str) -> str | None:
     try:
         if not isinstance(text, str):
             return None
-        blocks = _answer_blocks(text)
+        # Only text after the last </think> is the answer; the reasoning may quote tags and boxes.
+        region = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
+        blocks = _answer_blocks(region)
         if blocks:
             if any("<answer>" in b for b in blocks):
                 return None      # nested tags: not one well-formed answer
@@ -150,7 +153,6 @@ def extract_answer(text: str) -> str | None:
             if any(not a for a in answers) or any(not _same(a, answers[0]) for a in answers):
                 return None
             return answers[0]
-        region = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
         boxes = _boxed_spans(region)
         if not boxes:
             return None
@@ -322,6 +324,8 @@ class _Comparer:
             res = POOL.compare(req, left)
         except WorkerTimeout:
             return _Verdict(False, "timeout", "sympy worker killed at the wall-clock limit")
+        except Exception as e:          # could not start a worker, broken pipe, ...
+            return _Verdict(False, "worker-error", f"{type(e).__name__}: {e}"[:200])
         return _Verdict(bool(res.get("equal")), str(res.get("rule")), str(res.get("detail", "")))
 
 
@@ -413,6 +417,9 @@ def _decide(pred, gold, timeout_s: float) -> dict:
     out = {"equal": False, "rule": "", "detail": "", "pred": pred, "gold": gold,
            "pred_normalized": None, "gold_normalized": None,
            "pred_parsed": None, "gold_parsed": None}
+    if pred is None or gold is None:
+        out.update(rule="no-answer", detail="pred is None" if pred is None else "gold is None")
+        return out
     pn, pt, perr = _prepare(pred)
     gn, gt, gerr = _prepare(gold)
     out["pred_normalized"], out["gold_normalized"] = pn, gn
@@ -466,8 +473,6 @@ def explain(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> di
 def math_equal(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     """True iff pred and gold are mathematically equivalent (rules in the module docstring).
     Never raises; False on parse failure, guard, or timeout."""
-    if pred is None or gold is None:
-        return False
     return bool(explain(pred, gold, timeout_s=timeout_s)["equal"])
 
 
@@ -494,10 +499,10 @@ def completion_text(completion) -> str:
     return ""
 
 
-def accuracy_reward(prompts, completions, answer, **kwargs) -> list[float | None]:
+def accuracy_reward(prompts, completions, answer=None, **kwargs) -> list[float | None]:
     """R1 accuracy reward: 1.0 if the extracted final answer equals the row's `answer`, else
-    0.0; None where the row has no answer (None or empty). A gold answer that contains
-    `\\boxed{}` is reduced to its boxed content first."""
+    0.0; None where the row has no answer (None or empty, or no `answer` column at all). A gold
+    answer that contains `\\boxed{}` is reduced to its boxed content first."""
     if isinstance(answer, (str, int, float)) or answer is None:
         answer = [answer] * len(completions)
     rewards: list[float | None] = []

@@ -13,6 +13,8 @@
 - Empty environment, including for bwrap itself (its environment would otherwise be readable
   inside), and no bwrap init in the sandbox (`--as-pid-1`): an init would be a dumpable process
   holding copies of every descriptor passed in.
+- seccomp (x86_64): ptrace, cross-process memory/descriptor access, bpf, perf_event_open,
+  userfaultfd, io_uring, keyrings, namespace/mount/module/reboot calls fail with EPERM.
 - `python -I -S` (no PYTHON* variables, no site-packages, no cwd on sys.path), the caller's
   own interpreter (`sys.executable` resolved to its real path) without its virtualenv: the
   program sees the standard library only.
@@ -40,9 +42,12 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import platform
 import secrets
 import selectors
 import signal
+import struct
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,6 +82,47 @@ with open({_PROGRAM_PATH!r}, "rb") as _f:
 del _f, _exit
 exec(_code, _main.__dict__)
 """
+
+
+def _seccomp_filter() -> bytes:
+    """A classic-BPF seccomp program (x86_64) that makes a deny-list of syscalls fail with EPERM.
+
+    Denied: ptrace and cross-process memory/descriptor access (another layer between the code
+    reward's harness and the candidate), kernel attack surface a test program never needs
+    (bpf, perf_event_open, userfaultfd, io_uring, keyrings), and namespace/mount/module/reboot
+    calls. Other architectures, and the x32 ABI, are refused outright (killed).
+    """
+    if platform.machine() != "x86_64":
+        return b""
+    denied = [
+        101, 310, 311, 312, 438,          # ptrace, process_vm_readv/writev, kcmp, pidfd_getfd
+        321, 298, 323, 425, 426, 427,     # bpf, perf_event_open, userfaultfd, io_uring_*
+        248, 249, 250,                    # add_key, request_key, keyctl
+        272, 308, 165, 166, 155,          # unshare, setns, mount, umount2, pivot_root
+        428, 429, 430, 431, 432, 433, 442,  # open_tree, move_mount, fs*, mount_setattr
+        175, 176, 313, 246, 320,          # (f)init_module, delete_module, kexec_*
+        169, 167, 168, 163, 103, 172, 173, 303, 304,  # reboot, swap*, acct, syslog, iopl,
+    ]                                     # ioperm, name_to_handle_at, open_by_handle_at
+    ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
+    audit_arch_x86_64, ret_allow, ret_kill = 0xC000003E, 0x7FFF0000, 0x80000000
+    ret_eperm = 0x00050000 | 1
+    n = len(denied)
+    prog = [
+        (ld_w_abs, 0, 0, 4),                       # A = seccomp_data.arch
+        (jeq_k, 1, 0, audit_arch_x86_64),
+        (ret_k, 0, 0, ret_kill),
+        (ld_w_abs, 0, 0, 0),                       # A = seccomp_data.nr
+        (jge_k, n + 1, 0, 0x40000000),             # x32 ABI -> kill
+    ]
+    for i, nr in enumerate(denied):
+        prog.append((jeq_k, n + 1 - i, 0, nr))     # -> EPERM
+    prog += [(ret_k, 0, 0, ret_allow), (ret_k, 0, 0, ret_kill), (ret_k, 0, 0, ret_eperm)]
+    # Jump offsets count from the next instruction: the x32 test skips the n tests and ALLOW to
+    # reach KILL; deny test i skips the rest of the tests, ALLOW and KILL to reach EPERM.
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+_SECCOMP_FILTER = _seccomp_filter()
 
 
 class SandboxUnavailable(RuntimeError):
@@ -191,6 +237,7 @@ def _detect_layers() -> _Layers:
                 "non-root user."
             )
         layers = _Layers(bwrap, python, _python_prefix(python), pids, memory)
+        _remove_stale_cgroups(layers)
         probe = _execute(layers, "pass\n", stdin=b"", timeout_s=30.0, memory_mb=64,
                          limits=SandboxLimits())[0]
         if probe.status != "ok":
@@ -213,11 +260,13 @@ def sandbox_layers() -> dict:
         "namespaces": ["user", "pid", "net", "ipc", "uts", "cgroup", "mount"],
         "pids_cgroup": layers.pids_cgroup,
         "memory_cgroup": layers.memory_cgroup,
-        "rlimits": ["AS", "CPU", "FSIZE", "NOFILE", "CORE", "NPROC"],
+        "rlimits": ["AS", "CPU", "FSIZE", "NOFILE", "CORE"] + (["NPROC"] if os.geteuid() != 0 else []),
+        "seccomp": bool(_SECCOMP_FILTER),
     }
 
 
-def _bwrap_argv(layers: _Layers, limits: SandboxLimits, program_fd: int) -> list[str]:
+def _bwrap_argv(layers: _Layers, limits: SandboxLimits, program_fd: int,
+                filter_fd: int | None) -> list[str]:
     argv = [
         layers.bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
@@ -244,6 +293,7 @@ def _bwrap_argv(layers: _Layers, limits: SandboxLimits, program_fd: int) -> list
         "--ro-bind-data", str(program_fd), _PROGRAM_PATH,
         "--remount-ro", "/dev", "--remount-ro", "/",
         "--chdir", _WORK_DIR, "--clearenv",
+        *(["--seccomp", str(filter_fd)] if filter_fd is not None else []),
         layers.python, "-I", "-S", "-c", _BOOTSTRAP,
     ]
     return argv
@@ -256,7 +306,7 @@ def _launcher(limits: SandboxLimits, memory_mb: int, timeout_s: float,
     Doing this in the child instead of a Python preexec_fn keeps run_python safe to call from
     many threads at once. dash's ulimit sets soft and hard limits together, one limit per call.
     """
-    join = "".join(f"echo 0 > {cg}/cgroup.procs && " for cg in cgroups)
+    join = "".join(f"echo 0 > {shlex.quote(cg + '/cgroup.procs')} && " for cg in cgroups)
     cpu_s = int(math.ceil(timeout_s)) + 1
     as_kb = (memory_mb + _INTERPRETER_OVERHEAD_MB) << 10
     fsize_blocks = (limits.max_file_mb << 20) // 512
@@ -291,6 +341,21 @@ def _make_cgroups(layers: _Layers, limits: SandboxLimits, memory_mb: int) -> lis
         _remove_cgroups(made)
         raise SandboxUnavailable(f"rewards.sandbox: cannot set up a per-run cgroup: {e}") from e
     return made
+
+
+def _remove_stale_cgroups(layers: _Layers) -> None:
+    """Remove empty per-run cgroups left by processes that were killed mid-run."""
+    for base in (layers.pids_cgroup, layers.memory_cgroup):
+        if not base:
+            continue
+        for name in os.listdir(base):
+            parts = name.split("-")
+            if name.startswith("rlpipe-sb-") and len(parts) > 2 and parts[2].isdigit():
+                if not os.path.exists(f"/proc/{parts[2]}"):
+                    try:
+                        os.rmdir(os.path.join(base, name))
+                    except OSError:
+                        pass
 
 
 def _write(cgroup: str, name: str, value: str) -> None:
@@ -366,11 +431,12 @@ def _execute(
     start = time.monotonic()
     deadline = start + timeout_s
     prog_r, prog_w = os.pipe()
+    filter_r, filter_w = os.pipe()
     in_pipes = [os.pipe() for _ in side_inputs]
     out_pipe = os.pipe() if side_output_cap > 0 else None
-    child_fds = [prog_r] + [r for r, _ in in_pipes] + ([out_pipe[1]] if out_pipe else [])
+    child_fds = [prog_r, filter_r] + [r for r, _ in in_pipes] + ([out_pipe[1]] if out_pipe else [])
     cgroups = _make_cgroups(layers, limits, memory_mb)
-    argv = _bwrap_argv(layers, limits, prog_r)
+    argv = _bwrap_argv(layers, limits, prog_r, filter_r if _SECCOMP_FILTER else None)
     argv += list(args) + [str(r) for r, _ in in_pipes] + ([str(out_pipe[1])] if out_pipe else [])
     proc = None
     try:
@@ -383,11 +449,11 @@ def _execute(
         for fd in child_fds:
             os.close(fd)
         if proc is None:
-            for fd in [prog_w] + [w for _, w in in_pipes] + ([out_pipe[0]] if out_pipe else []):
+            for fd in [prog_w, filter_w] + [w for _, w in in_pipes] + ([out_pipe[0]] if out_pipe else []):
                 os.close(fd)
             _remove_cgroups(cgroups)
 
-    writers = {prog_w: program.encode("utf-8"), proc.stdin.fileno(): stdin}
+    writers = {prog_w: program.encode("utf-8"), filter_w: _SECCOMP_FILTER, proc.stdin.fileno(): stdin}
     writers.update({w: data for (_, w), data in zip(in_pipes, side_inputs)})
     readers = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
     caps = {"stdout": limits.max_output_bytes, "stderr": limits.max_output_bytes}
@@ -512,6 +578,9 @@ def run_python(
     more); memory_mb bounds the address space of each process and, with the cgroup, of all of
     them together. Raises SandboxUnavailable if the machine cannot sandbox.
     """
+    if not timeout_s > 0 or memory_mb < 32:
+        raise ValueError(f"run_python: timeout_s must be > 0 and memory_mb >= 32 "
+                         f"(got timeout_s={timeout_s}, memory_mb={memory_mb})")
     layers = _detect_layers()
     result, _ = _execute(layers, code, stdin=stdin.encode("utf-8"), timeout_s=timeout_s,
                          memory_mb=memory_mb, limits=limits or SandboxLimits())

@@ -24,7 +24,7 @@ from rlpipe.logging import METRICS_FILE, read_metrics  # noqa: E402
 LOSS_KEYS = ("loss", "main_loss", "mtp_loss", "balance_loss")
 LOAD_PREFIX = "expert_load_max_mean/"
 # Logged every step but not worth a panel of their own.
-_SKIP = {"step", "epoch", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", *LOSS_KEYS}
+_SKIP = {"step", "epoch", "lr", "grad_norm", "trained_tokens", "tokens_per_s", *LOSS_KEYS}
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

@@ -90,7 +90,7 @@ def test_mixing_rate_is_the_configured_rate(micro):
 
 def test_mix_rate_zero_gives_no_mixed_traces(tmp_path, monkeypatch):
     monkeypatch.setitem(SIZES, "micro", MICRO)
-    tasks = builder.build_task_splits(BuildConfig(out=str(tmp_path), size="micro", mix_rate=0.0), MICRO)
+    tasks, _ = builder.build_task_splits(BuildConfig(out=str(tmp_path), size="micro", mix_rate=0.0), MICRO)
     assert not any(r["mixed_language"] for r in tasks["sft"])
 
 
@@ -106,13 +106,13 @@ def test_chinese_prompts_present_in_every_split(micro):
 def test_same_seed_same_data_other_seed_other_data(micro, tmp_path, monkeypatch):
     monkeypatch.setitem(SIZES, "micro", MICRO)
     out, _ = micro
-    again = builder.build_task_splits(BuildConfig(out=str(tmp_path), seed=0, size="micro"), MICRO)
+    again, excluded = builder.build_task_splits(BuildConfig(out=str(tmp_path), seed=0, size="micro"), MICRO)
     assert again["sft"] == load(out, "sft").to_list()
     assert again["eval"] == load(out, "eval").to_list()
-    other = builder.build_task_splits(BuildConfig(out=str(tmp_path), seed=1, size="micro"), MICRO)
+    other, _ = builder.build_task_splits(BuildConfig(out=str(tmp_path), seed=1, size="micro"), MICRO)
     assert other["eval"] != again["eval"]
     pretrain_again, _ = builder.build_pretrain(BuildConfig(out=str(tmp_path), seed=0, size="micro"), MICRO,
-                                               again["sft"], again["_excluded"])
+                                               again["sft"], excluded)
     assert pretrain_again == load(out, "pretrain").to_list()
 
 
@@ -142,3 +142,13 @@ def test_tiny_preset_builds_in_under_30_seconds(tmp_path):
     manifest = build(BuildConfig(out=str(tmp_path), seed=0, size="tiny"))
     assert time.time() - started < 30
     assert manifest["tokens"]["pretrain"]["total"] > 1_000_000
+
+
+def test_level_weights_set_the_difficulty_mix(tmp_path):
+    cfg = BuildConfig(out=str(tmp_path), size="micro", level_weights=(3.0, 1.0, 0.0, 0.0))
+    tasks, _ = builder.build_task_splits(cfg, MICRO)
+    levels = [r["difficulty"] for r in tasks["sft"]]
+    assert set(levels) == {1, 2} and abs(levels.count(1) / len(levels) - 0.75) < 0.02
+    assert {r["difficulty"] for r in tasks["eval"]} == {1, 2, 3, 4}  # eval keeps every level
+    with pytest.raises(ValueError, match="level-weights"):
+        build(BuildConfig(out=str(tmp_path / "x"), size="tiny", level_weights=(1.0, 1.0)))

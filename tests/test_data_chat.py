@@ -32,7 +32,10 @@ def test_nonreasoning_rows_answer_directly_in_the_prompt_language():
         p, _ = chat.generate(rng, language)
         row = make_row(p, language, False, rng, "n")
         kinds.add(row["task"])
-        assert row["solution"] == f"{THINK_OPEN}\n{THINK_CLOSE} {ANSWER_OPEN}{row['answer']}</answer>"
+        think, answer = re.fullmatch(rf"{THINK_OPEN}\n(.+)\n{THINK_CLOSE} {ANSWER_OPEN}(.+)</answer>",
+                                     row["solution"], re.S).groups()
+        assert answer == row["answer"] and "\n" not in think  # one line, no working
+        assert bool(CJK.search(think)) == (language == "zh")
         assert bool(CJK.search(row["prompt"])) == (language == "zh") or row["task"] == "translate"
         if row["task"] == "greeting" or p.key.startswith("number_words:to_words"):
             assert bool(CJK.search(row["answer"])) == (language == "zh")

@@ -250,11 +250,30 @@ def test_killing_the_harness_earns_nothing():
           "    os.kill(1, signal.SIGSTOP)\n    return -7\n", timeout_s=3.0)
 
 
+def test_candidate_daemons_do_not_outlive_the_check():
+    marker = "rlpipe-test-" + secrets.token_hex(6)
+    code = ("import os, sys\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            f"        os.execv('/bin/sleep', ['/bin/sleep', '60', {marker!r}])\n"
+            "    os._exit(0)\n"
+            "def add(a, b):\n    return a + b\n")
+    r = check_solution(code, ADD_TESTS, entry_point="add")
+    assert r.status == "pass"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert marker.encode() not in f.read(), f"process {pid} survived the check"
+        except OSError:
+            continue
+
+
 def test_infinite_loop_and_crash_in_candidate_earn_nothing():
     r = _zero("def add(a, b):\n    while True:\n        pass\n", timeout_s=1.5)
     assert r.status == "timeout"
     _zero("import ctypes\ndef add(a, b):\n    ctypes.string_at(0)\n")
-    _zero("import sys\nsys.setrecursionlimit(10**7)\ndef add(a, b):\n    return add(a, b) + 1\n", timeout_s=5.0)
+    _zero("import sys\nsys.setrecursionlimit(10**7)\ndef add(a, b):\n    return add(a, b) + 1\n", timeout_s=2.0)
     _zero("def add(a, b):\n    return bytearray(10**10)\n")
 
 

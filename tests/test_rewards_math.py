@@ -81,6 +81,55 @@ def test_tolerance_is_relative_not_absolute_rounding():
     assert not math_equal("1.2676e30", "2^{100}")
 
 
+def _render(q, style: int, rng) -> str:
+    """One exact rational written in one of several notations (all exact, no rounding)."""
+    from fractions import Fraction
+    sign = "-" if q < 0 else ""
+    a = abs(q)
+    if style == 0 or (style in (1, 3) and 10**12 % a.denominator):
+        return f"{sign}\\frac{{{a.numerator}}}{{{a.denominator}}}" if a.denominator != 1 else f"{q}"
+    if style == 1:                                   # terminating decimal, exact
+        digits = 12
+        text = f"{a.numerator * 10**digits // a.denominator}".rjust(digits + 1, "0")
+        return f"{sign}{text[:-digits]}.{text[-digits:]}"
+    if style == 2:                                   # a/b with a common factor
+        k = rng.randint(2, 9)
+        return f"{sign}{a.numerator * k}/{a.denominator * k}"
+    if style == 3:                                   # scientific notation
+        m = a * 10**12
+        return f"{sign}{m.numerator // m.denominator} \\times 10^{{-12}}"
+    whole, frac = divmod(a.numerator, a.denominator)   # mixed number
+    if whole and frac:
+        return f"{sign}{whole}\\frac{{{frac}}}{{{a.denominator}}}"
+    return f"{sign}\\dfrac{{{a.numerator}}}{{{a.denominator}}}"
+
+
+def test_random_rationals_in_many_notations_match_exactly():
+    from fractions import Fraction
+    rng = random.Random(1)
+    for _ in range(600):
+        den = rng.choice([1, 2, 4, 5, 8, 10, 16, 25, 3, 7, 12, 1000])
+        a = Fraction(rng.randint(-5000, 5000), den)
+        b = a if rng.random() < 0.5 else a + Fraction(rng.choice([1, -1]), rng.choice([den, 10**6, 2**40]))
+        pa, gb = _render(a, rng.randrange(5), rng), _render(b, rng.randrange(5), rng)
+        # the documented rule: exact, except a lone written decimal gets a relative 1e-6
+        one_decimal = ("." in pa) != ("." in gb)
+        expected = a == b or (one_decimal and abs(a - b) < Fraction(1, 10**6) * max(abs(a), abs(b)))
+        assert math_equal(pa, gb) is expected, (pa, gb, a, b)
+
+
+def test_random_factored_vs_expanded_polynomials():
+    rng = random.Random(2)
+    for _ in range(40):
+        a, b, c = (rng.randint(-9, 9) for _ in range(3))
+        k = c if c not in (0, 1) else 2
+        factored = f"{k}(x + {a})(x + {b})".replace("+ -", "- ")
+        expanded = f"{k}x^2 + {k * (a + b)}x + {k * a * b}".replace("+ -", "- ")
+        assert math_equal(factored, expanded), (factored, expanded)
+        off_by_one = f"{k}x^2 + {k * (a + b)}x + {k * a * b + 1}".replace("+ -", "- ")
+        assert not math_equal(factored, off_by_one), (factored, off_by_one)
+
+
 def test_symmetric_on_all_labelled_pairs_sample():
     for case in EQUAL_CASES[::7]:
         assert math_equal(case["gold"], case["pred"]) is case["equal"], case
@@ -267,6 +316,11 @@ def test_explain_says_why():
     assert set(explain("1", "1")) >= {"equal", "rule", "detail", "pred_normalized", "gold_normalized"}
 
 
+def test_explain_without_an_answer():
+    v = explain(None, "None")
+    assert v["equal"] is False and v["rule"] == "no-answer"
+
+
 def test_accuracy_reward_on_strings_and_chat_messages():
     completions = [
         "<think>3+4=7</think> <answer>7</answer>",
@@ -284,3 +338,4 @@ def test_accuracy_reward_reads_boxed_gold_and_extra_columns():
     got = accuracy_reward(["p", "p"], ["\\boxed{\\frac12}", "\\boxed{2}"],
                           answer=["The answer is $\\boxed{0.5}$", ""], task=["math", "math"])
     assert got == [1.0, None]
+    assert accuracy_reward(["p"], ["\\boxed{2}"]) == [None]       # a dataset without answers

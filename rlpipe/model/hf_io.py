@@ -271,11 +271,11 @@ def load_pretrained(model_dir: str | Path, dtype: torch.dtype | None = None) -> 
             hint = (f" (the MTP module at model.layers.{config.num_hidden_layers} is absent, e.g. the folder was "
                     f"re-saved by transformers; set num_nextn_predict_layers to 0 in config.json to load without MTP)")
         raise CheckpointError(f"{model_dir / WEIGHTS_NAME}: {len(missing)} tensor(s) missing, e.g. "
-                              f"{_hf_name_hint(missing[0])}{hint}")
+                              f"{hf_name(missing[0], config)!r}{hint}")
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
-                f"{model_dir / WEIGHTS_NAME}: tensor for {_hf_name_hint(key)} has shape {tuple(state[key].shape)} "
+                f"{model_dir / WEIGHTS_NAME}: tensor {hf_name(key, config)!r} has shape {tuple(state[key].shape)} "
                 f"but config.json implies {tuple(tensor.shape)}; config.json and the weights disagree")
     unexpected = [k for k in state if k not in expected]
     if unexpected:
@@ -292,5 +292,18 @@ def load_pretrained(model_dir: str | Path, dtype: torch.dtype | None = None) -> 
     return model
 
 
-def _hf_name_hint(key: str) -> str:
-    return f"{key!r} (our name)"
+def hf_name(key: str, config: ModelConfig) -> str:
+    """The checkpoint key(s) holding our tensor `key` (experts: `*` stands for every expert index)."""
+    if key in ("embed_tokens.weight", "norm.weight"):
+        return "model." + key
+    if (m := re.fullmatch(r"layers\.(\d+)\.(.+)", key)):
+        name = f"model.layers.{m.group(1)}.{m.group(2)}"
+    elif (m := re.fullmatch(r"mtp\.(\d+)\.(?:block\.)?(.+)", key)):
+        name = f"model.layers.{config.num_hidden_layers + int(m.group(1))}.{m.group(2)}"
+    else:
+        return key
+    if name.endswith("mlp.experts.gate_up_proj"):
+        return name.removesuffix("gate_up_proj") + "*.gate_proj.weight / up_proj.weight"
+    if name.endswith("mlp.experts.down_proj"):
+        return name.removesuffix("down_proj") + "*.down_proj.weight"
+    return name

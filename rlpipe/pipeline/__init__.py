@@ -17,6 +17,7 @@ def run_stage(argv: list[str] | None = None) -> int:
     from rlpipe.config import STAGES, ConfigError, load_config
     from rlpipe.model.config import ConfigError as ModelConfigError
     from rlpipe.pipeline.common import StageInputError
+    from rlpipe.train.checkpoint import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -26,7 +27,7 @@ def run_stage(argv: list[str] | None = None) -> int:
         cfg = load_config(argv[0], argv[1:])
         procedure = importlib.import_module(STAGES[cfg.stage][1])
         procedure.run(cfg)
-    except (ConfigError, ModelConfigError, StageInputError) as err:
+    except (ConfigError, ModelConfigError, StageInputError, CheckpointError) as err:
         print(f"rlpipe run: {err}", file=sys.stderr)
         return 2
     return 0

@@ -81,6 +81,7 @@ class SupervisedOutcome:
     tokens_per_s: float
     last_metrics: dict = field(default_factory=dict)
     n_parameters: int = 0
+    processes: int = 1
 
 
 def run_supervised(model: torch.nn.Module, tokenizer, dataset, cfg, accelerator) -> SupervisedOutcome:
@@ -114,7 +115,8 @@ def run_supervised(model: torch.nn.Module, tokenizer, dataset, cfg, accelerator)
     accelerator.wait_for_everyone()
     return SupervisedOutcome(data_stats=stats, steps=result.step, resumed_from=result.resumed_from,
                              seconds=result.seconds, tokens_per_s=result.tokens_per_s,
-                             last_metrics=result.last_metrics, n_parameters=n_parameters)
+                             last_metrics=result.last_metrics, n_parameters=n_parameters,
+                             processes=accelerator.num_processes)
 
 
 def leave_process_group() -> None:
@@ -139,7 +141,8 @@ def training_section(outcome: SupervisedOutcome, cfg) -> str:
         f"- model: {outcome.n_parameters / 1e6:.2f}M parameters"
         + (f", LoRA r={cfg.lora.r} (merged on save)" if cfg.lora.enabled else ""),
         f"- optimisation: {outcome.steps} steps (resumed from {outcome.resumed_from}), global batch "
-        f"{t.micro_batch_size} x {t.grad_accum} x processes rows, AdamW lr {cfg.optim.lr:g} "
+        f"{t.micro_batch_size} x {t.grad_accum} x {outcome.processes} processes = "
+        f"{t.micro_batch_size * t.grad_accum * outcome.processes} rows of {t.seq_len}, AdamW lr {cfg.optim.lr:g} "
         f"(warm-up {cfg.optim.warmup_steps}, cosine to {cfg.optim.min_lr_ratio:g}x)",
         f"- time: {outcome.seconds / 60:.1f} min for the steps run here, {outcome.tokens_per_s:,.0f} tokens/s",
     ]

@@ -237,7 +237,11 @@ def load_checkpoint(path: str | os.PathLike, *, train_model: torch.nn.Module, op
             raise CheckpointError(f"{path}: saved with LoRA but lora.enabled is false; set lora.enabled=true "
                                   f"or resume=false")
         weights = load_pretrained(path / "model", dtype=torch.float32).state_dict()
-        train_model.load_state_dict(weights)
+        try:
+            train_model.load_state_dict(weights)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: made for a different model than this run builds ({str(err)[:200]}...); "
+                                  f"start a new run (run=<name>) or set resume=false") from None
     buffers = dict(train_model.named_buffers())
     by_plain = {_strip_peft(n): n for n in buffers}
     for name, value in state["expert_biases"].items():

@@ -28,7 +28,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 
+from rlpipe.config import to_dict
 from rlpipe.logging import MetricsLogger, progress
 from rlpipe.train.checkpoint import CHECKPOINTS, latest_checkpoint, load_checkpoint, save_checkpoint
 from rlpipe.train.lora import adapter_state, apply_lora, base_model, export_model
@@ -126,6 +128,9 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
     out_dir = Path(out_dir)
     acc = accelerator or make_accelerator(cfg.train)
     rank, world = acc.process_index, acc.num_processes
+    fsdp = acc.distributed_type == DistributedType.FSDP
+    if fsdp and cfg.lora.enabled:
+        raise ValueError("lora.enabled with FSDP is not supported: use DDP (stages/accelerate/ddp_*.yaml) for LoRA")
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
     core = base_model(model)  # the Transformer: owns update_expert_bias and the config
@@ -149,16 +154,8 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
     else:
         seed_everything(cfg.train.seed + rank)  # distinct streams per process (e.g. LoRA dropout)
 
-    from rlpipe.config import to_dict
-
     logger = MetricsLogger.from_config(out_dir, cfg.logging, run_name=f"{cfg.run}/{cfg.stage}", config=to_dict(cfg),
                                        resume_step=start, enabled=acc.is_main_process)
-
-    from accelerate.utils import DistributedType
-
-    fsdp = acc.distributed_type == DistributedType.FSDP
-    if fsdp and cfg.lora.enabled:
-        raise ValueError("lora.enabled with FSDP is not supported: use DDP (stages/accelerate/ddp_*.yaml) for LoRA")
 
     def exported() -> torch.nn.Module | None:
         """The plain model to write (rank 0; None elsewhere). Every process must call it (FSDP gathers)."""
