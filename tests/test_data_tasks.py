@@ -17,7 +17,7 @@ N_PER_LEVEL = 60
 R1 = re.compile(rf"^{re.escape(THINK_OPEN)}\n(.+)\n{re.escape(THINK_CLOSE)} "
                 rf"{re.escape(ANSWER_OPEN)}(.+){re.escape(ANSWER_CLOSE)}$", re.S)
 # A chain of integer operations written as a claim: "2 + 2 + 1 = 5", "-48 / -6 = 8".
-CLAIM = re.compile(r"(?<![\w(/.])(-?\d+(?: [-+*/] -?\d+)+) = (-?\d+)(?![\w(/.]| [-+*/] )")
+CLAIM = re.compile(r"(?<![\w(/.])(-?\d+(?: [-+*/] -?\d+)+) = (-?\d+)(?![\w(/]|\.\d| [-+*/] )")
 OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
        ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
 
@@ -133,3 +133,14 @@ def test_prompts_follow_their_language():
                 assert cjk.search(think)
             else:
                 assert re.search(r"[A-Za-z]{2,}", think)
+
+
+def test_pretraining_facts_are_true_and_cover_the_tables():
+    docs = arithmetic.facts(random.Random(0), 600)
+    assert len(docs) == 600
+    n_claims = sum(check_claims(d) for d in docs)
+    assert n_claims > 3 * len(arithmetic.fact_lines())
+    corpus = "\n".join(docs)
+    for a in range(10):
+        for b in range(1, 10):
+            assert f"{a} * {b} = {a * b}." in corpus and f"{a * b} / {b} = {a}." in corpus

@@ -85,3 +85,44 @@ def test_balance_loss_is_one_when_uniform_and_larger_when_skewed():
     skewed_scores[..., :2] = 0.9
     skewed = torch.tensor([0, 1]).expand(B, T, k)
     assert moe.balance_loss(skewed_scores, skewed).item() > 3.0
+
+
+_RANK_SCRIPT = """
+import json, sys, torch, torch.distributed as dist
+from rlpipe.model import ModelConfig, Transformer
+rank, init = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+torch.manual_seed(0)  # same weights on both ranks
+model = Transformer(ModelConfig.preset("tiny", vocab_size=256, num_hidden_layers=2)).train()
+ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(10 + rank))  # different data
+with torch.no_grad():
+    model(ids, labels=ids)
+local = torch.stack([m.tokens_per_expert.clone() for m in model.moe_layers])
+loads = model.update_expert_bias(0.01)
+bias = torch.stack([m.gate.e_score_correction_bias for m in model.moe_layers])
+print(json.dumps({"local": local.tolist(), "loads": loads.tolist(), "bias": bias.tolist()}))
+dist.destroy_process_group()
+"""
+
+
+def test_loads_are_summed_over_ranks_so_every_rank_applies_the_same_update(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    init = f"file://{tmp_path / 'pg'}"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(r), init], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for r in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    a, b = results
+    total = torch.tensor(a["local"]) + torch.tensor(b["local"])
+    assert torch.equal(torch.tensor(a["loads"]), total) and torch.equal(torch.tensor(b["loads"]), total)
+    assert a["local"] != b["local"]  # the ranks saw different tokens...
+    assert a["bias"] == b["bias"]  # ...yet their biases stay identical

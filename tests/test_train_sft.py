@@ -1,6 +1,7 @@
 """Supervised data and LoRA: packing, prompt masking, deterministic batches, merged LoRA exports."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from rlpipe.config import StageConfig
+from rlpipe.logging import read_metrics
 from rlpipe.model import Transformer, load_pretrained
 from rlpipe.train import SupervisedData, pack, seed_everything, train
 from rlpipe.train.sft import IGNORE, Example, prompt_completion_examples, text_examples
@@ -165,8 +167,6 @@ def test_lora_run_resumes_exactly(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Rewind a copy to its step-4 checkpoint, as if it had stopped there.
-    import shutil
-
     shutil.copytree(full, part)
     shutil.rmtree(part / "checkpoints" / "step-000008")
     shutil.rmtree(part / "final")
@@ -174,8 +174,6 @@ def test_lora_run_resumes_exactly(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed_from=4" in proc.stdout
-    from rlpipe.logging import read_metrics
-
     a = {r["step"]: r["loss"] for r in read_metrics(full / "metrics.jsonl")}
     b = {r["step"]: r["loss"] for r in read_metrics(part / "metrics.jsonl")}
     assert b[8] == pytest.approx(a[8], abs=1e-6)
