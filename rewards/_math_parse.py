@@ -264,10 +264,15 @@ _TOKEN = re.compile(r"""
 
 
 def tokenize(s: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens; a run of letters that is not a known word becomes one token per
+    letter. Raises ParseError on any character outside the grammar (quotes, dots after names,
+    semicolons...), which is where code like `__import__('os')` stops."""
     toks: list[tuple[str, str]] = []
     pos = 0
     n = len(s)
     while pos < n:
+        if len(toks) > MAX_TOKENS:
+            raise ParseError(f"more than {MAX_TOKENS} tokens")
         m = _TOKEN.match(s, pos)
         if not m:
             raise ParseError(f"unexpected character {s[pos]!r} at {pos}")
@@ -277,18 +282,17 @@ def tokenize(s: str) -> list[tuple[str, str]]:
         if kind == "ws":
             continue
         if kind == "word":
-            low = val
-            if low in FUNCS or low in _FUNC_ALIASES or low in _WORD_CONSTS:
-                toks.append(("word", _FUNC_ALIASES.get(low, low)))
-            elif low in ("or", "and"):
+            if val in FUNCS or val in _FUNC_ALIASES or val in _WORD_CONSTS:
+                toks.append(("word", _FUNC_ALIASES.get(val, val)))
+            elif val in ("or", "and"):
                 toks.append(("op", ","))
             else:
                 # Juxtaposed letters multiply (TeX convention): xy = x*y.
                 toks.extend(("letter", c) for c in val)
             continue
         toks.append((kind, val))
-        if len(toks) > MAX_TOKENS:
-            raise ParseError(f"more than {MAX_TOKENS} tokens")
+    if len(toks) > MAX_TOKENS:
+        raise ParseError(f"more than {MAX_TOKENS} tokens")
     return toks
 
 
@@ -300,6 +304,21 @@ _OPEN = {"(": ")", "[": "]"}
 
 
 class _Parser:
+    """Recursive descent over the tokens, loosest binding first:
+
+        union    := list ('\\cup' list)*
+        list     := relation (',' relation)*
+        relation := expr (('=' | '<' | '\\le' | ...) relation)?
+        expr     := term (('+' | '-') term)*
+        term     := unary (('*' | '\\cdot' | '/' | '\\div') unary | <juxtaposed> power)*
+        unary    := ('-' | '+') unary | power
+        power    := postfix ('^' exponent)?          (right-associative: 2^3^2 = 2^9)
+        postfix  := primary '!'* '%'?
+        primary  := number | letter | \\pi | ( ... ) | [ ... ] | { ... } | \\{ ... \\} | |x|
+                  | \\frac{}{} | \\sqrt[n]{} | \\binom{}{} | function | matrix
+
+    Every nested rule passes through enter()/leave(), which caps recursion at MAX_DEPTH."""
+
     def __init__(self, toks: list[tuple[str, str]]):
         self.toks = toks
         self.i = 0

@@ -60,12 +60,18 @@ def test_saved_folder_has_the_hf_layout_vllm_reads(tmp_path):
     assert not any(k.startswith(f"model.layers.{L + 1}.") for k in keys)
 
 
-def test_bf16_load_keeps_router_bias_fp32(tmp_path):
+def test_bf16_load_keeps_router_bias_and_counters_fp32(tmp_path):
     config = ModelConfig.preset("tiny", vocab_size=300)
-    _trained_model(config).save_pretrained(tmp_path)
+    trained = _trained_model(config)
+    trained.save_pretrained(tmp_path)
     model = load_pretrained(tmp_path, dtype=torch.bfloat16)
     assert model.embed_tokens.weight.dtype == torch.bfloat16
-    assert all(m.gate.e_score_correction_bias.dtype == torch.float32 for m in model.moe_layers)
+    for ours, theirs in zip(model.moe_layers, trained.moe_layers):
+        assert ours.gate.e_score_correction_bias.dtype == torch.float32
+        assert torch.equal(ours.gate.e_score_correction_bias, theirs.gate.e_score_correction_bias)
+        assert ours.tokens_per_expert.dtype == torch.float32
+    ids = torch.randint(0, 300, (2, 8))
+    assert model(ids, labels=ids).loss.dtype == torch.float32  # CE is taken in fp32
 
 
 def test_missing_folder_and_files_each_give_one_clear_error(tmp_path):

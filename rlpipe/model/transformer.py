@@ -32,6 +32,8 @@ from .moe import MoE, Experts, Router
 from .mtp import MTPModule
 from .rope import RotaryEmbedding
 
+FP32_BUFFERS = ("e_score_correction_bias", "tokens_per_expert", "inv_freq")
+
 
 @dataclass
 class ModelOutput:
@@ -122,13 +124,15 @@ class Transformer(nn.Module):
                 module.e_score_correction_bias.zero_()
 
     def _apply(self, fn, recurse=True):
-        # Keep the router bias in fp32 through .to(bf16) etc.: steps of gamma = 1e-3 vanish in bf16.
-        biases = {m: m.e_score_correction_bias for m in self.modules() if isinstance(m, Router)}
+        # These buffers stay fp32 through .to(bf16) etc.: bias steps of gamma = 1e-3 vanish in bf16,
+        # bf16 cannot count past 256 tokens exactly, and RoPE angles need fp32 frequencies.
+        keep = [(m, name, buf) for m in self.modules() for name, buf in m._buffers.items()
+                if name in FP32_BUFFERS and buf is not None]
         super()._apply(fn, recurse)
-        for router, old in biases.items():
-            new = router.e_score_correction_bias
+        for module, name, old in keep:
+            new = module._buffers[name]
             if new.dtype != torch.float32:
-                router.e_score_correction_bias = old.to(device=new.device, dtype=torch.float32)
+                module._buffers[name] = old.to(device=new.device, dtype=torch.float32)
         return self
 
     @property
