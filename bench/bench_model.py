@@ -6,8 +6,9 @@ loaded by both implementations from the same folder:
 - Training step (forward + backward + AdamW step) on 8 x 256 tokens: tokens/s and peak memory
   (resident-set growth during the step, sampled every millisecond; glibc's mmap threshold is pinned
   so freed tensors leave the RSS). MTP is switched off for the comparison (transformers has none);
-  our step with MTP is reported as an extra row. transformers runs with each experts implementation
-  that works on CPU (eager loop, batched_mm, grouped_mm) and the fastest is the reference.
+  our step with MTP is reported as an extra row. transformers is first timed on one step with each
+  experts implementation (eager loop, batched_mm, grouped_mm); the fastest that works on CPU is the
+  reference.
 - Achieved FLOP/s of each step as a fraction of the machine's fp32 matmul peak, measured here on a
   2048^3 matmul (model FLOPs counted analytically: 3 x forward matmul FLOPs incl. causal attention).
 - Decode: greedy generation, batch 64, 32-token prompts, 128 new tokens; ours uses the latent cache
@@ -163,15 +164,24 @@ def main(argv=None) -> dict:
     flops_plain = forward_flops_per_token(config, args.seq, with_mtp=False) * 3 * tokens
     flops_mtp = forward_flops_per_token(config, args.seq, with_mtp=True) * 3 * tokens
 
-    candidates = {"ours": (ours, True), "ours (+MTP)": (ours_mtp, True)}
+    # transformers: try each experts implementation on one full step, keep the fastest.
+    probes, best_hf, hf_model = {}, None, None
     for impl in ("eager", "batched_mm", "grouped_mm"):
         try:
             hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, experts_implementation=impl)
-            hf.train()
-            make_step(hf, ids[:1, :16], False)()  # does this implementation train on CPU at all?
-            candidates[f"transformers ({impl})"] = (hf, False)
-        except Exception as err:  # an implementation without a CPU backward: skip it, say so
+            step = make_step(hf.train(), ids, False)
+            step()  # warm-up; also fails here if the implementation has no CPU backward
+            probes[impl] = min(time_train_steps(step, 1))
+        except Exception as err:  # unusable on CPU: say so and go on
+            probes[impl] = None
             print(f"transformers experts_implementation={impl}: unusable on CPU ({type(err).__name__}: {err})")
+            continue
+        print(f"transformers experts_implementation={impl}: {probes[impl]:.2f} s per step")
+        if best_hf is None or probes[impl] < probes[best_hf]:
+            best_hf, hf_model = impl, hf
+        del hf, step
+    best_hf_name = f"transformers ({best_hf})"
+    candidates = {"ours": (ours, True), "ours (+MTP)": (ours_mtp, True), best_hf_name: (hf_model, False)}
     steps = {name: make_step(m.train(), ids, is_ours) for name, (m, is_ours) in candidates.items()}
     for step in steps.values():  # warm-up (allocator, oneDNN kernels)
         step()
@@ -188,13 +198,13 @@ def main(argv=None) -> dict:
         flops = flops_mtp if name == "ours (+MTP)" else flops_plain
         train[name] = {"step_s": best, "tokens_per_s": tokens / best, "peak_mem_mib": memory[name] / 2**20,
                        "flops_per_s": flops / best, "mfu": flops / best / peak}
-    hf_names = [n for n in train if n.startswith("transformers")]
-    best_hf = max(hf_names, key=lambda n: train[n]["tokens_per_s"])
 
     # ---------------------------------------------------------------- decode
-    hf = candidates[best_hf][0].eval()
+    # Fresh copies of the saved weights: the training steps above changed the timed models.
+    del steps, candidates, hf_model, ours_mtp
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, experts_implementation=best_hf).eval()
     hf.generation_config.eos_token_id = None
-    ours.eval()
+    ours = load_pretrained(plain).eval()
     g = torch.Generator().manual_seed(2)
     prompts = torch.randint(3, config.vocab_size, (args.decode_batch, args.prompt_len), generator=g)
     n_new = args.decode_batch * args.new_tokens
@@ -223,8 +233,8 @@ def main(argv=None) -> dict:
     result = {
         "config": "tiny", "parameters": full.num_parameters(), "batch": [args.batch, args.seq],
         "threads": torch.get_num_threads(), "matmul_peak_flops": peak, "train": train,
-        "reference": best_hf,
-        "train_speedup": train["ours"]["tokens_per_s"] / train[best_hf]["tokens_per_s"],
+        "reference": best_hf_name, "transformers_probe_step_s": probes,
+        "train_speedup": train["ours"]["tokens_per_s"] / train[best_hf_name]["tokens_per_s"],
         "decode": decode, "decode_batch": args.decode_batch, "new_tokens": args.new_tokens,
         "decode_speedup": decode["ours"]["tokens_per_s"] / decode["transformers"]["tokens_per_s"],
         "greedy_rows_identical": same_rows,

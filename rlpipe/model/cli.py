@@ -52,10 +52,8 @@ def init_model(preset: str, tokenizer_dir: str | Path, out_dir: str | Path, seed
             fields[name] = value
     fields.update(overrides or {})
     config = ModelConfig.preset(preset, **fields)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     model = Transformer(config)
-    model.reset_parameters(generator)
+    model.reset_parameters(torch.Generator().manual_seed(seed))  # the seed alone fixes the weights
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(str(out_dir))
     return model

@@ -8,7 +8,8 @@
   `segment_ids` (packing) restricts attention to the same segment and drops the targets that would
   cross a segment boundary; position_ids restart per segment when not given.
   loss = main CE + mtp_loss_weight / D * sum_k MTP CE_k + balance_loss_alpha * balance loss.
-- `update_expert_bias(gamma)`: auxiliary-loss-free balancing, once per optimizer step.
+- `update_expert_bias(gamma)`: auxiliary-loss-free balancing, once per optimizer step. Every
+  training-mode forward counts its routed tokens (no_grad ones too), so score rollouts in eval mode.
 - `token_logprobs(input_ids, ...)`: log p(x_{t+1} | x_<=t) of the given tokens, computed chunk by
   chunk so a (B, T, V) logits tensor never exists (RL scores long rollouts with it).
 - `save_pretrained(dir)`: HF DeepSeek-V3 folder (see `hf_io`).

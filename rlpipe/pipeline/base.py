@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from rlpipe.config import ConfigError
 from rlpipe.pipeline.common import ensure_data, load_split, run_supervised, training_section, write_report
 
 
@@ -29,7 +30,7 @@ def run(cfg) -> None:
     ensure_data(cfg, acc)
     corpus = load_split(cfg, cfg.split)
     if "text" not in corpus.column_names:
-        raise ValueError(f"{cfg.data_path / cfg.split}: stage 0 pretrains on a 'text' column; this split has "
+        raise ConfigError(f"{cfg.data_path / cfg.split}: stage 0 pretrains on a 'text' column; this split has "
                          f"{corpus.column_names} (set split=<a text split>)")
 
     if acc.is_main_process and not (out / "tokenizer.json").exists():
@@ -48,7 +49,7 @@ def run(cfg) -> None:
                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model_config = ModelConfig.preset(cfg.model.preset, **overrides)
     if model_config.max_position_embeddings < cfg.train.seq_len:
-        raise ValueError(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings="
+        raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds the model's max_position_embeddings="
                          f"{model_config.max_position_embeddings}; lower train.seq_len or raise "
                          f"model.overrides.max_position_embeddings")
     seed_everything(cfg.model.seed)  # identical initial weights on every process

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from rlpipe.config import ConfigError
 from rlpipe.pipeline.common import (ensure_data, leave_process_group, load_split, require_stage, run_supervised,
                                     training_section, write_report)
 
@@ -40,7 +41,7 @@ def run(cfg) -> None:
     tokenizer = load_tokenizer(init_dir)
     model = load_pretrained(init_dir, dtype=torch.float32)
     if model.config.max_position_embeddings < cfg.train.seq_len:
-        raise ValueError(f"train.seq_len={cfg.train.seq_len} exceeds {init_dir}'s max_position_embeddings="
+        raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds {init_dir}'s max_position_embeddings="
                          f"{model.config.max_position_embeddings}; lower train.seq_len")
 
     outcome = run_supervised(model, tokenizer, sft, cfg, acc)

@@ -32,7 +32,7 @@ from accelerate.utils import DistributedType
 
 from rlpipe.config import to_dict
 from rlpipe.logging import MetricsLogger, progress
-from rlpipe.train.checkpoint import CHECKPOINTS, latest_checkpoint, load_checkpoint, save_checkpoint
+from rlpipe.train.checkpoint import CHECKPOINTS, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from rlpipe.train.lora import adapter_state, apply_lora, base_model, export_model
 
 
@@ -148,7 +148,10 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, train_model=acc.unwrap_model(model), optimizer=optimizer,
                                 scheduler=scheduler, accelerator=acc, lora=cfg.lora.enabled)
-        data.check_resume(state["data"])
+        try:
+            data.check_resume(state["data"])
+        except ValueError as err:
+            raise CheckpointError(f"{checkpoint}: {err}") from None
         start = state["step"]
         acc.print(f"resumed from {checkpoint} (step {start}/{data.num_steps})")
     else:
