@@ -8,13 +8,14 @@ loaded by both implementations from the same folder:
   so freed tensors leave the RSS). MTP is switched off for the comparison (transformers has none);
   our step with MTP is reported as an extra row. transformers is first timed on one step with each
   experts implementation (eager loop, batched_mm, grouped_mm); the fastest that works on CPU is the
-  reference.
+  reference. The same two models also run under bf16 autocast (an informational pair: same
+  numerics on both sides, different from the fp32 reference).
 - Achieved FLOP/s of each step as a fraction of the machine's fp32 matmul peak, measured here on a
   2048^3 matmul (model FLOPs counted analytically: 3 x forward matmul FLOPs incl. causal attention).
 - Decode: greedy generation, batch 64, 32-token prompts, 128 new tokens; ours uses the latent cache
   (absorbed W_UK / W_UV), transformers `generate` its DynamicCache. Tokens/s, and whether the two
   produce the same tokens.
-Targets: >= 1.5x transformers' training throughput, >= 2x its decode throughput.
+Targets: >= 1.5x transformers' (fp32) training throughput, >= 2x its decode throughput.
 Prints a Markdown table and writes bench/results/model.json. Each timing is the best of several
 interleaved repeats, because the CI machine's 2 cores are shared.
 """
@@ -72,8 +73,8 @@ class PeakRSS:
         self.delta = self.peak - self.base
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -111,11 +112,12 @@ def time_train_steps(step, repeats: int) -> list[float]:
     return times
 
 
-def make_step(model, ids, is_ours: bool):
+def make_step(model, ids, is_ours: bool, bf16: bool = False):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
-        out = model(ids, labels=ids) if is_ours else model(input_ids=ids, labels=ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(ids, labels=ids) if is_ours else model(input_ids=ids, labels=ids)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -161,6 +163,7 @@ def main(argv=None) -> dict:
     ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=torch.Generator().manual_seed(1))
     tokens = args.batch * args.seq
     peak = matmul_peak_flops()
+    peak_bf16 = matmul_peak_flops(dtype=torch.bfloat16)
     flops_plain = forward_flops_per_token(config, args.seq, with_mtp=False) * 3 * tokens
     flops_mtp = forward_flops_per_token(config, args.seq, with_mtp=True) * 3 * tokens
 
@@ -181,8 +184,10 @@ def main(argv=None) -> dict:
             best_hf, hf_model = impl, hf
         del hf, step
     best_hf_name = f"transformers ({best_hf})"
-    candidates = {"ours": (ours, True), "ours (+MTP)": (ours_mtp, True), best_hf_name: (hf_model, False)}
-    steps = {name: make_step(m.train(), ids, is_ours) for name, (m, is_ours) in candidates.items()}
+    candidates = {"ours": (ours, True, False), "ours (+MTP)": (ours_mtp, True, False),
+                  best_hf_name: (hf_model, False, False),
+                  "ours, bf16 autocast": (ours, True, True), f"{best_hf_name}, bf16 autocast": (hf_model, False, True)}
+    steps = {name: make_step(m.train(), ids, is_ours, bf16) for name, (m, is_ours, bf16) in candidates.items()}
     for step in steps.values():  # warm-up (allocator, oneDNN kernels)
         step()
     times = {name: [] for name in steps}
@@ -197,7 +202,7 @@ def main(argv=None) -> dict:
         best = min(ts)
         flops = flops_mtp if name == "ours (+MTP)" else flops_plain
         train[name] = {"step_s": best, "tokens_per_s": tokens / best, "peak_mem_mib": memory[name] / 2**20,
-                       "flops_per_s": flops / best, "mfu": flops / best / peak}
+                       "flops_per_s": flops / best, "mfu": flops / best / (peak_bf16 if "bf16" in name else peak)}
 
     # ---------------------------------------------------------------- decode
     # Fresh copies of the saved weights: the training steps above changed the timed models.
@@ -232,7 +237,8 @@ def main(argv=None) -> dict:
 
     result = {
         "config": "tiny", "parameters": full.num_parameters(), "batch": [args.batch, args.seq],
-        "threads": torch.get_num_threads(), "matmul_peak_flops": peak, "train": train,
+        "threads": torch.get_num_threads(), "matmul_peak_flops": peak,
+        "matmul_peak_flops_bf16": peak_bf16, "train": train,
         "reference": best_hf_name, "transformers_probe_step_s": probes,
         "train_speedup": train["ours"]["tokens_per_s"] / train[best_hf_name]["tokens_per_s"],
         "decode": decode, "decode_batch": args.decode_batch, "new_tokens": args.new_tokens,
@@ -249,9 +255,10 @@ def main(argv=None) -> dict:
 
 def print_table(r: dict) -> None:
     print(f"\n## Model benchmark: tiny ({r['parameters'] / 1e6:.1f}M parameters), "
-          f"{r['threads']} threads, fp32 matmul peak {r['matmul_peak_flops'] / 1e9:.0f} GFLOP/s\n")
+          f"{r['threads']} threads, matmul peak (2048^3) fp32 {r['matmul_peak_flops'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {r['matmul_peak_flops_bf16'] / 1e9:.0f} GFLOP/s\n")
     print(f"Training step, batch {r['batch'][0]} x {r['batch'][1]} (forward + backward + AdamW):\n")
-    print("| implementation | step (s) | tokens/s | peak memory (MiB) | GFLOP/s | of matmul peak |")
+    print("| implementation | step (s) | tokens/s | peak memory (MiB) | GFLOP/s | of its dtype's matmul peak |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, t in r["train"].items():
         mark = " (reference)" if name == r["reference"] else ""

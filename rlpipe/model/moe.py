@@ -45,7 +45,8 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, D) -> gate weights (N, k) fp32, expert indices (N, k), unbiased scores (N, E) fp32."""
-        scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))  # (N, E)
+        with torch.autocast(x.device.type, enabled=False):  # fp32 even inside a bf16 autocast region
+            scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))  # (N, E)
         biased = scores.detach() + self.e_score_correction_bias  # selection only: no gradient path
         if self.n_group > 1:
             grouped = biased.view(-1, self.n_group, self.n_experts // self.n_group)  # (N, G, E/G)
