@@ -40,7 +40,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rlpipe.model import ModelConfig, Transformer, generate  # noqa: E402
+from rlpipe.model import ModelConfig, Transformer, generate, load_pretrained  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model.json"
 
@@ -149,13 +149,11 @@ def main(argv=None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_model_"))
     full.save_pretrained(folder)
     # The compared model: the same weights without the MTP module (transformers has none).
-    from rlpipe.model import load_pretrained
-    import json as _json
-    raw = _json.loads((folder / "config.json").read_text())
+    raw = json.loads((folder / "config.json").read_text())
     raw["num_nextn_predict_layers"] = 0
     plain = folder / "no_mtp"
     plain.mkdir()
-    (plain / "config.json").write_text(_json.dumps(raw))
+    (plain / "config.json").write_text(json.dumps(raw))
     (plain / "model.safetensors").symlink_to(folder / "model.safetensors")
     ours = load_pretrained(plain)  # MTP keys at layer 4 are skipped like transformers does
     ours_mtp = load_pretrained(folder)

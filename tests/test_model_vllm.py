@@ -5,7 +5,8 @@ build_llm because the latent size is not 576), and a MoE config with grouped rou
 and routed scaling on vLLM's CPU MLA kernel (kv_lora_rank 512 + rope 64): prompt logprobs and the
 logprobs of the tokens vLLM samples must match `Transformer.token_logprobs` within 1e-4 (fp32).
 Then `push_weights` loads a different model into the running MoE engine, which must then match that
-model (the MoE prepack workaround; without it the gap is ~0.1).
+model and a fresh engine built on its saved folder (the MoE prepack workaround; without it the gap
+is ~0.1).
 
 Engines start in 5-20 s and an in-process engine changes process-wide state (torch threads, a gloo
 world), so all engines run once, in a child process started from the fixture (this file's
@@ -52,21 +53,30 @@ def _make_model(preset, overrides, vocab, seed):
     return model
 
 
-def _max_gap(llm, model, prompts, seed):
-    """Max |vLLM - ours| over prompt logprobs and sampled-token logprobs, and how many were compared."""
-    import torch
+def _vllm_logprobs(llm, prompts, seed):
+    """Per prompt: (sampled token ids, vLLM logprobs of prompt tokens 1.. then of the sampled tokens)."""
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=12, temperature=1.0, logprobs=0, prompt_logprobs=0, seed=seed,
                             ignore_eos=True)
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    gap, count = 0.0, 0
+    result = []
     for prompt, out in zip(prompts, outputs):
         completion = out.outputs[0]
-        theirs = [out.prompt_logprobs[i][prompt[i]].logprob for i in range(1, len(prompt))]
-        theirs += [completion.logprobs[i][t].logprob for i, t in enumerate(completion.token_ids)]
+        logprobs = [out.prompt_logprobs[i][prompt[i]].logprob for i in range(1, len(prompt))]
+        logprobs += [completion.logprobs[i][t].logprob for i, t in enumerate(completion.token_ids)]
+        result.append((list(completion.token_ids), logprobs))
+    return result
+
+
+def _max_gap(llm, model, prompts, seed):
+    """Max |vLLM - ours| over prompt logprobs and sampled-token logprobs, and how many were compared."""
+    import torch
+
+    gap, count = 0.0, 0
+    for prompt, (tokens, theirs) in zip(prompts, _vllm_logprobs(llm, prompts, seed)):
         with torch.no_grad():
-            ours = model.token_logprobs(torch.tensor([prompt + list(completion.token_ids)]))[0].tolist()
+            ours = model.token_logprobs(torch.tensor([prompt + tokens]))[0].tolist()
         assert len(ours) == len(theirs)
         gap = max(gap, max(abs(a - b) for a, b in zip(ours, theirs)))
         count += len(ours)
@@ -102,10 +112,19 @@ def run_engines(out_path: Path) -> None:
             entry["stale_gap"], _ = _max_gap(llm, other, prompts, seed=2)  # before the push: a different model
             push_weights(llm, other)
             entry["push_gap"], _ = _max_gap(llm, other, prompts, seed=2)
-        report[name] = entry
+            pushed = _vllm_logprobs(llm, prompts, seed=3)
         shutdown(llm)
         del llm
         gc.collect()
+        if name == PUSH_CASE:  # a fresh engine on the pushed weights serves the same tokens and logprobs
+            other.save_pretrained(work / "pushed")
+            tokenizer.save_pretrained(str(work / "pushed"))
+            fresh_llm = build_llm(work / "pushed", seed=0, max_model_len=128, kv_cache_bytes=32 * 2**20)
+            fresh = _vllm_logprobs(fresh_llm, prompts, seed=3)
+            shutdown(fresh_llm)
+            entry["fresh_same_tokens"] = [t for t, _ in fresh] == [t for t, _ in pushed]
+            entry["fresh_gap"] = max(abs(a - b) for (_, x), (_, y) in zip(fresh, pushed) for a, b in zip(x, y))
+        report[name] = entry
     out_path.write_text(json.dumps(report, indent=2))
 
 
@@ -136,6 +155,7 @@ def test_push_weights_serves_the_new_model(report):
     entry = report[PUSH_CASE]
     assert entry["stale_gap"] > 0.01  # the engine really served something else before
     assert entry["push_gap"] < TOLERANCE, entry
+    assert entry["fresh_same_tokens"] and entry["fresh_gap"] < 1e-6, entry  # == a fresh engine on those weights
 
 
 if __name__ == "__main__":

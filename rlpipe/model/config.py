@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # vLLM's ordinary (non-MLA) CPU attention accepts these head sizes (platform-notes.md).
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)

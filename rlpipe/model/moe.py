@@ -3,11 +3,12 @@
 - `Router` (HF name `gate`): `s = sigmoid(x W_g^T)` in fp32. Selection uses `s + b`
   (`b = e_score_correction_bias`, a buffer: no gradient, only affects which experts are chosen).
   With groups: group score = sum of its top-2 biased scores, keep `topk_group` groups, mask the
-  others to -inf, then top-k experts (the DeepSeek reference `inference/model.py` and vLLM do the
-  same; transformers 5.19 also masks with -inf, older transformers used 0.0, which differs whenever
-  a masked group's biased scores are all below the kept ones' -- never the case for sigmoid scores
-  without a negative bias). Gate weights are gathered from the UNBIASED `s`, divided by their sum
-  (`norm_topk_prob`) and multiplied by `routed_scaling_factor`.
+  others to -inf, then top-k experts. The DeepSeek reference `inference/model.py`, vLLM and
+  transformers 5.19 all mask with -inf (checked: logits agree to 1e-6 with negative biases and
+  4 groups keeping 2). Older transformers masked with 0.0, which lets an expert of a dropped group
+  win whenever kept experts' biased scores are negative -- possible only through a negative bias,
+  as sigmoid scores are positive. Gate weights are gathered from the UNBIASED `s`, divided by
+  their sum (`norm_topk_prob`) and multiplied by `routed_scaling_factor`.
 - `Experts`: all routed experts' weights as 3-D tensors (`gate_up_proj (E, 2I, D)`, `down_proj
   (E, D, I)`); tokens are sorted by expert and each expert runs one matmul over its contiguous slice
   (no Python loop over tokens; `torch._grouped_mm` would fuse the loop but has no CPU backward in
