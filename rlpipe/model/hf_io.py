@@ -190,8 +190,9 @@ def from_hf_state_dict(config: ModelConfig, hf: dict[str, torch.Tensor], source:
                                   f"checkpoint with this config.json")
     for key, parts in expert_parts.items():
         if sorted(parts) != list(range(E)):
-            raise CheckpointError(f"{source}: {key.replace('.', ' ')} has experts {sorted(parts)[:8]}... but "
-                                  f"config.json says n_routed_experts = {E}")
+            found = sorted(parts)
+            raise CheckpointError(f"{source}: {key} has {len(found)} expert tensors (indices {found[0]}..{found[-1]}) "
+                                  f"but config.json says n_routed_experts = {E}; fix the field or the weights")
         ours[key] = torch.stack([parts[e] for e in range(E)])
     for key in [k for k in ours if k.endswith("mlp.experts.gate_proj")]:
         base = key.removesuffix("gate_proj")
