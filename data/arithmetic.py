@@ -264,35 +264,47 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     )
 
 
+FACT_REPEATS = 20  # passes over the basic facts in the pretraining corpus
+
+
 def fact_lines() -> list[str]:
-    """Every basic fact the traces lean on without working it out: the 1-digit addition,
-    subtraction, multiplication and division tables, and 2-digit plus/minus 1-digit (up to 60,
-    the range of the level-1 equations and countdown traces)."""
+    """Every basic fact the traces lean on without working it out, in the traces' own form
+    (`8 * 5 = 40.`): the 1-digit addition, subtraction, multiplication and division tables, the
+    column sums and differences with a carry or borrow (`7 + 5 + 1 = 13.`, `13 - 5 - 1 = 7.`), and
+    2-digit plus/minus 1-digit (up to 60, the range of the level-1 equations and countdown traces)."""
     lines = []
     for a in range(10):
         for b in range(10):
-            lines += [f"{a} + {b} = {a + b}.", f"{a} * {b} = {a * b}."]
+            lines += [f"{a} + {b} = {a + b}.", f"{a} * {b} = {a * b}.", f"{a} + {b} + 1 = {a + b + 1}."]
             if a >= b:
                 lines.append(f"{a} - {b} = {a - b}.")
             if b:
                 lines.append(f"{a * b} / {b} = {a}.")
+    for a in range(1, 20):
+        for b in range(10):
+            if a - b - 1 >= 0:
+                lines.append(f"{a} - {b} - 1 = {a - b - 1}.")
     for a in range(10, 61):
         for b in range(1, 10):
             lines += [f"{a} + {b} = {a + b}.", f"{a} - {b} = {a - b}."]
     return lines
 
 
-def facts(rng: random.Random, n: int) -> list[str]:
-    """Plain statements for the pretraining corpus: the basic facts (`fact_lines`) three times over,
-    ten to a document in a fresh random order each pass (a small model needs to see a fact more
-    than once), then random column additions, subtractions and products written the way the
-    traces write them, up to `n` documents in all (the tables are always complete)."""
+def facts(rng: random.Random, n_worked: int) -> list[str]:
+    """Plain statements for the pretraining corpus. First the basic facts (`fact_lines`)
+    FACT_REPEATS times over, eight to a short document in a fresh random order each pass: the
+    tiny model only recalls a fact it has seen many times (with three passes it wrote
+    `8 * 5 = 30`), and a fact costs a few tokens. Half the documents end each fact with `.` as
+    the English and pure-math steps do, half with `。` as the Chinese steps do. Then `n_worked`
+    random column additions, subtractions and products written the way the traces write them."""
     out = []
     lines = fact_lines()
-    for _ in range(3):
+    for _ in range(FACT_REPEATS):
         order = rng.sample(lines, len(lines))
-        out += [" ".join(order[i:i + 10]) for i in range(0, len(order), 10)]
-    while len(out) < n:
+        for i in range(0, len(order), 8):
+            group = order[i:i + 8]
+            out.append(" ".join(group) if rng.random() < 0.5 else "".join(g[:-1] + "。" for g in group))
+    for _ in range(n_worked):
         kind = rng.choice("+-*")
         lang = rng.choice(("en", "zh"))
         if kind == "+":

@@ -5,7 +5,8 @@ Writes `datasets.save_to_disk` folders under DIR:
 - `sft`: task rows with R1-format solutions (stage 1), a configured fraction language-mixed;
 - `rl`: task rows for the RL stages (solutions kept as references, never mixed);
 - `pretrain`: a text corpus (column `text`) for stage 0 -- whole chats (`<|bos|><|user|>prompt
-  <|assistant|>solution<|eos|>`) from training problems, the column-arithmetic facts, and
+  <|assistant|>solution<|eos|>`) from training problems, the basic arithmetic facts many times over
+  (`arithmetic.FACT_REPEATS`), worked column arithmetic, and
   non-reasoning chats; every document already has its `<|bos|>`/`<|eos|>`;
 - `nonreasoning`: short instructions answered without reasoning (stage 3);
 - `preferences`: (prompt, chosen, rejected, task, language, kind) pairs (stage 4).
@@ -44,18 +45,18 @@ class Size:
     rl: int  # task rows for RL
     eval_per_cell: int  # held-out rows per (task, difficulty), fewer where the space is small
     pretrain_problems: int  # extra solved problems in the corpus (besides the sft rows)
-    pretrain_facts: int  # arithmetic statements in the corpus
+    pretrain_facts: int  # worked column sums/products in the corpus (the basic fact tables come on top)
     pretrain_chat: int  # non-reasoning chats in the corpus
     nonreasoning: int
     preferences: int
 
 
 SIZES = {
-    "tiny": Size(sft=4000, rl=2000, eval_per_cell=16, pretrain_problems=12000, pretrain_facts=3000,
+    "tiny": Size(sft=4000, rl=2000, eval_per_cell=16, pretrain_problems=12000, pretrain_facts=700,
                  pretrain_chat=2000, nonreasoning=1500, preferences=1000),
-    "small": Size(sft=15000, rl=6000, eval_per_cell=50, pretrain_problems=50000, pretrain_facts=10000,
+    "small": Size(sft=15000, rl=6000, eval_per_cell=50, pretrain_problems=50000, pretrain_facts=7000,
                   pretrain_chat=8000, nonreasoning=5000, preferences=4000),
-    "full": Size(sft=50000, rl=20000, eval_per_cell=100, pretrain_problems=200000, pretrain_facts=30000,
+    "full": Size(sft=50000, rl=20000, eval_per_cell=100, pretrain_problems=200000, pretrain_facts=27000,
                  pretrain_chat=30000, nonreasoning=20000, preferences=15000),
 }
 

@@ -4,12 +4,15 @@
   `entry_point` the function name. Task `code_io`: write a program that reads stdin and prints;
   `tests` is a JSON list of {"input", "output"} and `entry_point` is ''.
 - Each template has a level (1: one-line arithmetic; 2: one loop or slice; 3: loop with a condition
-  or accumulation; 4: classic small algorithms), English and Chinese descriptions, a short plan
+  or accumulation, or a classic small algorithm), English and Chinese descriptions, a short plan
   (the reasoning steps), a reference solution in one plain loop-and-if style, and an ORACLE written
   independently (builtins, other algorithm) that computes the expected test outputs -- so running the
   reference solution against its tests checks the solution, not itself.
 - Variety comes from the function name, a constant `k` where the task has one, and the example in the
   prompt; the problem key holds all three, so held-out prompts are never seen in training.
+- Level 3 draws half its problems from these templates and half from two-step compositional chains;
+  level 4 is all three-step chains (`data/code_chains.py`): templates with varied constants are
+  recalled, not reasoned, so the hard levels must be composed from the prompt's words.
 - The answer inside `<answer>` is the code itself.
 """
 
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from math import factorial, gcd
 
+from data import code_chains
 from data.problem import Problem
 from data.traces import Step
 
@@ -217,8 +221,8 @@ FUNCS: tuple[FuncTemplate, ...] = (
                  (("Start with an empty list seen.", "先建一个空列表 seen。"), ("Append each n that is not in seen yet.", "n 还不在 seen 里就加进去。"),
                   ("Return seen.", "返回 seen。")),
                  lambda k, nums: list(dict.fromkeys(nums)), lambda rng, k: [([rng.randint(0, 5) for _ in range(rng.randint(0, 8))],) for _ in range(4)]),
-    # ---- level 4
-    FuncTemplate("fibonacci", 4, ("fib", "fibonacci", "sequence", "nth_term"), "n",
+    # ---- level 3: classic small algorithms (level 4 is compositional: data/code_chains.py)
+    FuncTemplate("fibonacci", 3, ("fib", "fibonacci", "sequence", "nth_term"), "n",
                  "returns f(n) for the sequence f(0) = {p}, f(1) = {q}, f(n) = f(n - 1) + f(n - 2)",
                  "返回数列的第 n 项 f(n)，其中 f(0) = {p}，f(1) = {q}，f(n) = f(n - 1) + f(n - 2)",
                  "    a, b = {p}, {q}\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
@@ -227,18 +231,18 @@ FUNCS: tuple[FuncTemplate, ...] = (
                   ("Then a is f(n).", "最后 a 就是 f(n)。")),
                  lambda k, n: _sequence(k["p"], k["q"], n), lambda rng, k: [(0,), (1,)] + [(rng.randint(2, 20),) for _ in range(3)],
                  lambda rng: {"p": rng.randint(0, 3), "q": rng.randint(1, 4)}),
-    FuncTemplate("is_prime", 4, ("is_prime", "prime", "check_prime", "prime_test"), "n",
+    FuncTemplate("is_prime", 3, ("is_prime", "prime", "check_prime", "prime_test"), "n",
                  "returns True if n is a prime number, otherwise False", "如果 n 是质数返回 True，否则返回 False",
                  "    if n < 2:\n        return False\n    d = 2\n    while d * d <= n:\n        if n % d == 0:\n            return False\n        d += 1\n    return True",
                  (("Numbers below 2 are not prime.", "小于 2 的数不是质数。"), ("Try every divisor d while d * d <= n; if one divides n, it is not prime.", "当 d * d <= n 时逐个试除数 d，能整除就不是质数。"),
                   ("If none divides n, it is prime.", "都不能整除就是质数。")),
                  lambda k, n: _is_prime(n), lambda rng, k: [(0,), (1,), (2,)] + [(rng.randint(3, 120),) for _ in range(3)]),
-    FuncTemplate("gcd", 4, ("gcd", "greatest_common_divisor", "common_factor", "hcf"), "a, b",
+    FuncTemplate("gcd", 3, ("gcd", "greatest_common_divisor", "common_factor", "hcf"), "a, b",
                  "returns the greatest common divisor of the positive integers a and b", "返回正整数 a 和 b 的最大公约数",
                  "    while b:\n        a, b = b, a % b\n    return a",
                  (("Use Euclid's method: replace a, b with b, a % b until b is 0.", "用辗转相除法：把 a, b 换成 b, a % b，直到 b 为 0。"), ("Then a is the answer.", "这时 a 就是答案。")),
                  lambda k, a, b: gcd(a, b), lambda rng, k: [(rng.randint(1, 99), rng.randint(1, 99)) for _ in range(3)] + [(12, 18)]),
-    FuncTemplate("kth_largest", 4, ("kth_largest", "runner_up", "nth_biggest", "rank_value"), "nums",
+    FuncTemplate("kth_largest", 3, ("kth_largest", "runner_up", "nth_biggest", "rank_value"), "nums",
                  "returns the {ord} largest distinct value in nums (nums has at least {k} distinct values)",
                  "返回 nums 中{ord_zh}大的不同的值（nums 至少有 {k} 个不同的值）",
                  "    values = sorted(set(nums))\n    return values[-{k}]",
@@ -247,7 +251,7 @@ FUNCS: tuple[FuncTemplate, ...] = (
                  lambda k, nums: _drop_max(set(nums), k["k"] - 1),
                  lambda rng, k: [(lambda v: (v + [v[0] + 1, v[0] + 2],))(_ints(rng, rng.randint(1, 5))) for _ in range(4)],
                  lambda rng: rng.choice(({"k": 2, "ord": "second", "ord_zh": "第二"}, {"k": 3, "ord": "third", "ord_zh": "第三"}))),
-    FuncTemplate("run_length", 4, ("run_length", "rle", "compress", "encode_runs"), "s",
+    FuncTemplate("run_length", 3, ("run_length", "rle", "compress", "encode_runs"), "s",
                  "returns the run-length encoding of s: each run of equal letters as the letter then the run length, e.g. 'aaab' gives 'a3b1'",
                  "返回 s 的游程编码：每段相同字母写成字母加长度，例如 'aaab' 得到 'a3b1'",
                  "    result = \"\"\n    i = 0\n    while i < len(s):\n        j = i\n        while j < len(s) and s[j] == s[i]:\n            j += 1\n        result += s[i] + str(j - i)\n        i = j\n    return result",
@@ -255,13 +259,13 @@ FUNCS: tuple[FuncTemplate, ...] = (
                   ("Append the letter and the length, then continue from j.", "写下字母和长度，再从 j 继续。")),
                  lambda k, s: "".join(f"{c}{n}" for c, n in _runs(s)),
                  lambda rng, k: [("".join(rng.choice("ab") * rng.randint(1, 3) for _ in range(rng.randint(1, 4))),) for _ in range(3)] + [("",)]),
-    FuncTemplate("balanced", 4, ("balanced", "is_balanced", "brackets_ok", "check_brackets"), "s",
+    FuncTemplate("balanced", 3, ("balanced", "is_balanced", "brackets_ok", "check_brackets"), "s",
                  "returns True if the brackets ()[]{} in s are balanced and properly nested", "如果 s 中的括号 ()[]{} 配对且嵌套正确就返回 True",
                  "    pairs = {\")\": \"(\", \"]\": \"[\", \"}\": \"{\"}\n    stack = []\n    for c in s:\n        if c in \"([{\":\n            stack.append(c)\n        elif c in pairs:\n            if not stack or stack.pop() != pairs[c]:\n                return False\n    return not stack",
                  (("Use a stack: push every opening bracket.", "用一个栈：遇到左括号就压入。"), ("For a closing bracket, the top of the stack must be its partner.", "遇到右括号时，栈顶必须是与它配对的左括号。"),
                   ("At the end the stack must be empty.", "最后栈必须为空。")),
                  lambda k, s: _balanced_by_erasing(s), lambda rng, k: [(_brackets(rng),) for _ in range(5)]),
-    FuncTemplate("most_common", 4, ("most_common", "mode", "most_frequent", "top_value"), "nums",
+    FuncTemplate("most_common", 3, ("most_common", "mode", "most_frequent", "top_value"), "nums",
                  "returns the number that appears most often in the non-empty list nums; on a tie, the smallest such number",
                  "返回非空列表 nums 中出现次数最多的数；次数相同时返回其中最小的",
                  "    best = None\n    for n in sorted(set(nums)):\n        if best is None or nums.count(n) > nums.count(best):\n            best = n\n    return best",
@@ -269,7 +273,7 @@ FUNCS: tuple[FuncTemplate, ...] = (
                   ("Return it.", "返回它。")),
                  lambda k, nums: min(Counter(nums).items(), key=lambda kv: (-kv[1], kv[0]))[0],
                  lambda rng, k: [([rng.randint(0, 4) for _ in range(rng.randint(1, 8))],) for _ in range(4)]),
-    FuncTemplate("rotate_k", 4, ("rotate", "rotate_left", "shift_left", "roll"), "nums",
+    FuncTemplate("rotate_k", 3, ("rotate", "rotate_left", "shift_left", "roll"), "nums",
                  "returns nums rotated left by {k} positions (the first {k} items move to the end; wrap around for short lists)",
                  "返回把 nums 向左旋转 {k} 位的结果（前 {k} 个元素移到末尾；列表较短时循环计算）",
                  "    if not nums:\n        return []\n    k = {k} % len(nums)\n    return nums[k:] + nums[:k]",
@@ -278,7 +282,7 @@ FUNCS: tuple[FuncTemplate, ...] = (
                  lambda k, nums: [nums[(i + k) % len(nums)] for i in range(len(nums))],
                  lambda rng, k: [(_ints(rng, rng.randint(0, 6), 0, 9),) for _ in range(4)],
                  lambda rng: rng.randint(1, 5)),
-    FuncTemplate("collatz", 4, ("collatz_steps", "collatz", "steps_to_one", "hailstone"), "n",
+    FuncTemplate("collatz", 3, ("collatz_steps", "collatz", "steps_to_one", "hailstone"), "n",
                  "returns how many steps the Collatz rule (n // 2 if n is even, else 3 * n + 1) takes to reach 1 from n >= 1",
                  "返回从 n >= 1 出发按考拉兹规则（偶数变 n // 2，奇数变 3 * n + 1）到达 1 需要的步数",
                  "    steps = 0\n    while n != 1:\n        if n % 2 == 0:\n            n = n // 2\n        else:\n            n = 3 * n + 1\n        steps += 1\n    return steps",
@@ -391,27 +395,27 @@ IOS: tuple[IOTemplate, ...] = (
                lambda k, line: " ".join(str(v) for v in range(k, k * int(line) + 1, k)),
                lambda rng, k: [str(rng.randint(1, 8)) for _ in range(4)],
                lambda rng: rng.randint(1, 9)),
-    # ---- level 4
-    IOTemplate("io_primes", 4, "reads an integer n >= 2 and prints all primes up to n, separated by spaces", "读入一个整数 n >= 2，输出不超过 n 的所有质数，用空格分开",
+    # ---- level 3: classic small algorithms (level 4 is compositional: data/code_chains.py)
+    IOTemplate("io_primes", 3, "reads an integer n >= 2 and prints all primes up to n, separated by spaces", "读入一个整数 n >= 2，输出不超过 n 的所有质数，用空格分开",
                "n = int(input())\nprimes = []\nfor m in range(2, n + 1):\n    is_prime = True\n    for p in primes:\n        if m % p == 0:\n            is_prime = False\n            break\n    if is_prime:\n        primes.append(m)\nprint(\" \".join(map(str, primes)))",
                (("Read n.", "读入 n。"), ("For each m from 2 to n, it is prime if no smaller prime divides it.", "对 2 到 n 的每个 m，没有更小的质数能整除它就是质数。"),
                 ("Print the primes joined by spaces.", "把质数用空格连接后输出。")),
                lambda k, line: " ".join(str(v) for v in range(2, int(line) + 1) if _is_prime(v)),
                lambda rng, k: ["2"] + [str(rng.randint(3, 60)) for _ in range(3)]),
-    IOTemplate("io_fib", 4, "reads an integer n >= 1 and prints the first n Fibonacci numbers starting 0 1, separated by spaces",
+    IOTemplate("io_fib", 3, "reads an integer n >= 1 and prints the first n Fibonacci numbers starting 0 1, separated by spaces",
                "读入一个整数 n >= 1，输出从 0 1 开始的前 n 个斐波那契数，用空格分开",
                "n = int(input())\na, b = 0, 1\nparts = []\nfor _ in range(n):\n    parts.append(str(a))\n    a, b = b, a + b\nprint(\" \".join(parts))",
                (("Read n and start with a, b = 0, 1.", "读入 n，先设 a, b = 0, 1。"), ("n times: record a, then a, b = b, a + b.", "重复 n 次：记下 a，再令 a, b = b, a + b。"),
                 ("Print the recorded numbers joined by spaces.", "把记下的数用空格连接后输出。")),
                lambda k, line: " ".join(str(_fib(i)) for i in range(int(line))),
                lambda rng, k: ["1", "2"] + [str(rng.randint(3, 15)) for _ in range(2)]),
-    IOTemplate("io_sort_desc", 4, "reads integers from one line and prints them sorted from largest to smallest, separated by spaces",
+    IOTemplate("io_sort_desc", 3, "reads integers from one line and prints them sorted from largest to smallest, separated by spaces",
                "从一行读入若干整数，按从大到小排序后输出，用空格分开",
                "nums = list(map(int, input().split()))\nnums.sort(reverse=True)\nprint(\" \".join(map(str, nums)))",
                (("Read the integers.", "读入这些整数。"), ("Sort them with reverse=True.", "用 reverse=True 排序。"), ("Print them joined by spaces.", "用空格连接后输出。")),
                lambda k, line: " ".join(map(str, sorted((int(t) for t in line.split()), key=lambda v: -v))),
                lambda rng, k: [" ".join(map(str, _ints(rng, rng.randint(1, 6)))) for _ in range(4)]),
-    IOTemplate("io_top_word", 4, "reads a line of lowercase words and prints the most frequent word; on a tie, the alphabetically first",
+    IOTemplate("io_top_word", 3, "reads a line of lowercase words and prints the most frequent word; on a tie, the alphabetically first",
                "读入一行小写单词，输出出现次数最多的单词；次数相同时输出字母顺序最靠前的",
                "words = input().split()\ncounts = {}\nfor w in words:\n    counts[w] = counts.get(w, 0) + 1\nbest = min(counts, key=lambda w: (-counts[w], w))\nprint(best)",
                (("Count each word in a dictionary.", "用字典统计每个单词的次数。"), ("Pick the word with the highest count; break ties by the word itself.", "选次数最多的单词；次数相同时按单词本身比较。"),
@@ -501,11 +505,18 @@ def _io_problem(rng: random.Random, t: IOTemplate) -> Problem:
     )
 
 
+CHAIN_SHARE = {3: 0.5, 4: 1.0}  # difficulty -> fraction of problems that are compositional chains
+
+
 def generate_function(rng: random.Random, difficulty: int) -> Problem:
     """One function-writing task (`code`) at `difficulty`."""
+    if rng.random() < CHAIN_SHARE.get(difficulty, 0.0):
+        return code_chains.function_problem(rng, difficulty)
     return _function_problem(rng, rng.choice([t for t in FUNCS if t.difficulty == difficulty]))
 
 
 def generate_io(rng: random.Random, difficulty: int) -> Problem:
     """One stdin/stdout program task (`code_io`) at `difficulty`."""
+    if rng.random() < CHAIN_SHARE.get(difficulty, 0.0):
+        return code_chains.io_problem(rng, difficulty)
     return _io_problem(rng, rng.choice([t for t in IOS if t.difficulty == difficulty]))

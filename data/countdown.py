@@ -7,8 +7,9 @@ Levels (difficulty):
 4. four numbers up to 50, target 10..100 (the TinyZero setting).
 
 Every intermediate value is a positive integer (divisions are exact). The `answer` column holds one
-valid expression; `numbers` and `target` hold the puzzle. Level 1 traces try the operations in a
-fixed order (+, -, *, /) until one hits; higher levels show up to a few failed attempts (each
+valid expression; `numbers` and `target` hold the puzzle. Level 1 traces compare the target with the
+larger number (above: + or *, below: - or /) and try those two, so they rest on at most two 1-digit
+facts; higher levels show up to a few failed attempts (each
 computed correctly and ending in "not <target>") before the successful chain, the way a person
 searches.
 """
@@ -101,12 +102,23 @@ SPEC = {  # difficulty -> (how many numbers, largest number, largest target, sma
 
 
 def _level_one_steps(numbers: list[int], target: int) -> tuple[list[Step], Term]:
-    """Try +, -, *, / in that order (larger number first for - and /) until one reaches the target."""
+    """Compare the target with the larger number first (no arithmetic): above it only + or * can
+    reach it, below it only - or /, equal to it only * 1. Then try those operations in that order
+    (larger number first for - and /), so the trace needs at most two 1-digit facts."""
     big, small = Term(max(numbers), str(max(numbers))), Term(min(numbers), str(min(numbers)))
-    steps = []
-    for op, (x, y) in (("+", (Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1])))),
-                       ("-", (big, small)), ("*", (Term(numbers[0], str(numbers[0])),
-                                                    Term(numbers[1], str(numbers[1])))), ("/", (big, small))):
+    first, second = Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1]))
+    if target > big.value:
+        steps = [Step(f"{target} is bigger than {big.value}, so try + or *.",
+                      f"{target} 比 {big.value} 大，所以试 + 或 *。")]
+        tries = (("+", first, second), ("*", first, second))
+    elif target < big.value:
+        steps = [Step(f"{target} is smaller than {big.value}, so try - or /.",
+                      f"{target} 比 {big.value} 小，所以试 - 或 /。")]
+        tries = (("-", big, small), ("/", big, small))
+    else:
+        steps = [Step(f"{target} equals {big.value}, so multiply by 1.", f"{target} 等于 {big.value}，所以乘以 1。")]
+        tries = (("*", big, small),)
+    for op, x, y in tries:
         r = combine(x, op, y)
         if r is None:
             steps.append(Step(f"{x.value} {op} {y.value} does not work.", f"{x.value} {op} {y.value} 不行。"))

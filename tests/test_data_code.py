@@ -1,6 +1,6 @@
 """Code task builders: each reference solution passes its own tests when run in a fresh Python
 process (the expected outputs come from independent oracles, so this checks the solutions), and a
-wrong solution fails them."""
+wrong solution fails them; the compositional chains (levels 3-4) vary in structure, not just constants."""
 
 import json
 import random
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from data import code_tasks
+from data import code_chains, code_tasks
 from data.problem import make_row
 from rlpipe.tokenizer import ANSWER_CLOSE, ANSWER_OPEN
 
@@ -44,7 +44,7 @@ def test_every_function_template_solution_passes_its_tests(tmp_path):
         codes = list(pool.map(lambda p: run_function_task(p.answer, p.tests, p.entry_point, tmp_path), problems))
     failed = [p.key for p, rc in zip(problems, codes) if rc != 0]
     assert not failed
-    assert {p.difficulty for p in problems} == {1, 2, 3, 4}
+    assert {p.difficulty for p in problems} == {1, 2, 3}  # level 4 is all chains
 
 
 def test_every_io_template_solution_passes_its_tests(tmp_path):
@@ -52,7 +52,7 @@ def test_every_io_template_solution_passes_its_tests(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         ok = list(pool.map(lambda p: run_io_task(p.answer, p.tests, tmp_path), problems))
     assert all(ok), [p.key for p, good in zip(problems, ok) if not good]
-    assert {p.difficulty for p in problems} == {1, 2, 3, 4}
+    assert {p.difficulty for p in problems} == {1, 2, 3}
 
 
 def test_tests_reject_a_wrong_solution(tmp_path):
@@ -81,3 +81,49 @@ def test_rows_carry_code_in_answer_and_tests(gen, task):
                 cases = json.loads(row["tests"])
                 assert cases and all(set(c) == {"input", "output"} for c in cases) and row["entry_point"] == ""
             assert bool(re.search(r"[\u4e00-\u9fff]", row["prompt"])) == (lang == "zh")
+
+
+def _chain_problems(make, n=24):
+    rng = random.Random(3)
+    return [make(rng, 3 + i % 2) for i in range(n)]
+
+
+def test_chain_solutions_pass_their_tests_and_a_broken_variant_fails(tmp_path):
+    fns = _chain_problems(code_chains.function_problem)
+    ios = _chain_problems(code_chains.io_problem, n=8)
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda p: run_function_task(p.answer, p.tests, p.entry_point, tmp_path), fns))
+        ok = list(pool.map(lambda p: run_io_task(p.answer, p.tests, tmp_path), ios))
+    assert codes == [0] * len(fns), [p.answer for p, rc in zip(fns, codes) if rc]
+    assert all(ok), [p.answer for p, good in zip(ios, ok) if not good]
+    # Dropping the step that builds the value (the map, or the filter) must fail the tests.
+    broken = [(p, p.answer.replace("v = n ", "v = 0 * n ").replace("if n ", "if True or n ")) for p in fns[:8]]
+    with ThreadPoolExecutor(4) as pool:
+        bad = list(pool.map(lambda pb: run_function_task(pb[1], pb[0].tests, pb[0].entry_point, tmp_path), broken))
+    assert all(rc != 0 for rc in bad), [b for (_, b), rc in zip(broken, bad) if rc == 0]
+
+
+def test_level_4_chains_compose_three_steps_in_many_shapes():
+    rng = random.Random(4)
+    chains = [code_chains.random_chain(rng, 4) for _ in range(400)]
+    assert all(c.filter is not None and c.map is not None for c in chains)
+    shapes = {(c.filter.kind, c.map.kind, c.filter_first, c.reduce) for c in chains}
+    assert len(shapes) > 150  # 6 filters x 5 maps x 2 orders x 5 reductions = 300 shapes before constants
+    level3 = [code_chains.random_chain(rng, 3) for _ in range(100)]
+    assert all((c.filter is None) != (c.map is None) for c in level3)
+    problems = [code_tasks.generate_function(rng, 4) for _ in range(200)]
+    assert all(p.key.startswith("code:chain|") for p in problems)
+    assert len({p.key for p in problems}) == len(problems)
+    mixed = [code_tasks.generate_io(rng, 3).key.startswith("code_io:chain|") for _ in range(200)]
+    assert 0.3 < sum(mixed) / len(mixed) < 0.7  # level 3: half templates, half chains
+
+
+def test_chain_prompt_states_every_step_in_words():
+    c = code_chains.Chain(code_chains.Filter("gt", 3), code_chains.Map("affine", 2, 5), False, "max", -1)
+    en, zh = code_chains.describe(c)
+    assert en == ("multiplies each by 2 and then adds 5, keeps only the results greater than 3, and returns "
+                  "the largest of what is left (-1 if nothing is left)")
+    assert "乘以 2 再加上 5" in zh and "大于 3" in zh and "-1" in zh
+    # Filtering the mapped results is not filtering the inputs: 1 -> 7 is kept, 0 -> 5 is kept.
+    assert code_chains.run_chain(c, [1, 0, -1]) == 7
+    assert code_chains.run_chain(code_chains.Chain(c.filter, c.map, True, "max", -1), [1, 0, -1]) == -1

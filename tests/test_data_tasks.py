@@ -135,12 +135,33 @@ def test_prompts_follow_their_language():
                 assert re.search(r"[A-Za-z]{2,}", think)
 
 
-def test_pretraining_facts_are_true_and_cover_the_tables():
-    docs = arithmetic.facts(random.Random(0), 600)
-    assert len(docs) == 600
+def test_pretraining_facts_are_true_and_cover_the_tables_many_times():
+    docs = arithmetic.facts(random.Random(0), 200)
+    tables = len(docs) - 200
+    assert all(len(d) < 200 for d in docs[:tables])  # short documents
     n_claims = sum(check_claims(d) for d in docs)
-    assert n_claims > 3 * len(arithmetic.fact_lines())
+    assert n_claims > arithmetic.FACT_REPEATS * len(arithmetic.fact_lines())
     corpus = "\n".join(docs)
     for a in range(10):
         for b in range(1, 10):
-            assert f"{a} * {b} = {a * b}." in corpus and f"{a * b} / {b} = {a}." in corpus
+            for fact in (f"{a} * {b} = {a * b}", f"{a * b} / {b} = {a}", f"{a} + {b} = {a + b}"):
+                assert corpus.count(fact + ".") + corpus.count(fact + "。") >= arithmetic.FACT_REPEATS, fact
+    assert "。" in corpus and "7 + 5 + 1 = 13" in corpus and "13 - 5 - 1 = 7" in corpus
+
+
+# One operation on two numbers, not the tail of a longer chain ("5 + 1 = 13" inside "7 + 5 + 1 = 13").
+FACT = re.compile(r"(?<![-+*/] )(?<![\w(/.])(\d+ [-+*/] \d+) = (\d+)")
+
+
+@pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
+def test_level_1_traces_rest_on_at_most_two_stated_facts(gen):
+    """Level 1 must be recall, not computation: every calculation in its trace is one of the
+    pretraining facts, written the same way, and there are at most two of them."""
+    facts = {line.rstrip(".") for line in arithmetic.fact_lines()}
+    rng = random.Random(5)
+    for i in range(200):
+        row = make_row(gen(rng, 1), ("en", "zh")[i % 2], False, rng, "r")
+        think = R1.match(row["solution"]).group(1)
+        computed = {f"{lhs} = {rhs}" for lhs, rhs in FACT.findall(think)}
+        assert computed and computed <= facts, (computed - facts, think)
+        assert len(computed) <= 2, think

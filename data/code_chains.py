@@ -1,0 +1,293 @@
+"""Compositional code tasks: a random chain of list transformations, described in words.
+
+- A `Chain` is 2 or 3 steps drawn independently: an optional filter (a random predicate with a random
+  constant), an optional map (a random arithmetic operation with random constants), and a reduction
+  (sum, count, largest/smallest with a default, or the list itself). Level 3 chains have two steps
+  (filter or map, then the reduction), level 4 chains all three, with the filter before or after the
+  map. The combinations run to tens of thousands before the constants, so the model has to compose
+  the steps from the prompt's words instead of recalling a template (level-4 templates with varied
+  constants were recalled almost perfectly by the tiny model, which leaves RL nothing to learn).
+- `function_problem` (task `code`) asks for `name(nums)`; `io_problem` (task `code_io`) asks for a
+  program that reads the integers from one line and prints the result (a list joined by spaces).
+- The reference solution is rendered from the chain as one plain loop-and-if; the expected test
+  outputs come from `run_chain`, an independent functional implementation (comprehensions and
+  builtins), so running the reference against its tests checks the rendering, not itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, replace
+
+from data.problem import Problem
+from data.traces import Step
+
+NAMES = ("process", "transform", "crunch", "pipeline", "compute", "digest", "refine", "combine")
+
+
+@dataclass(frozen=True)
+class Filter:
+    kind: str  # "gt", "lt", "mod", "odd", "even", "ne"
+    k: int = 0
+
+    def cond(self, var: str) -> str:
+        return {"gt": f"{var} > {self.k}", "lt": f"{var} < {self.k}", "mod": f"{var} % {self.k} == 0",
+                "odd": f"{var} % 2 == 1", "even": f"{var} % 2 == 0", "ne": f"{var} != {self.k}"}[self.kind]
+
+    def keep(self, v: int) -> bool:
+        if self.kind == "gt":
+            return v > self.k
+        if self.kind == "lt":
+            return v < self.k
+        if self.kind == "mod":
+            return divmod(v, self.k)[1] == 0
+        if self.kind == "odd":
+            return v & 1 == 1
+        if self.kind == "even":
+            return v & 1 == 0
+        return v != self.k
+
+    def words(self, of: str) -> tuple[str, str]:
+        """(en, zh) clause; `of` says which values are tested ("numbers" or "results")."""
+        zh_of = "数" if of == "numbers" else "结果"
+        return {"gt": (f"keeps only the {of} greater than {self.k}", f"只保留大于 {self.k} 的{zh_of}"),
+                "lt": (f"keeps only the {of} less than {self.k}", f"只保留小于 {self.k} 的{zh_of}"),
+                "mod": (f"keeps only the {of} divisible by {self.k}", f"只保留能被 {self.k} 整除的{zh_of}"),
+                "odd": (f"keeps only the odd {of}", f"只保留奇数{zh_of}"),
+                "even": (f"keeps only the even {of}", f"只保留偶数{zh_of}"),
+                "ne": (f"drops the {of} equal to {self.k}", f"去掉等于 {self.k} 的{zh_of}")}[self.kind]
+
+
+@dataclass(frozen=True)
+class Map:
+    kind: str  # "add", "sub", "mul", "square", "affine"
+    a: int = 0
+    b: int = 0
+
+    def expr(self, var: str) -> str:
+        return {"add": f"{var} + {self.a}", "sub": f"{var} - {self.a}", "mul": f"{var} * {self.a}",
+                "square": f"{var} * {var}", "affine": f"{var} * {self.a} + {self.b}"}[self.kind]
+
+    def apply(self, v: int) -> int:
+        if self.kind == "add":
+            return v + self.a
+        if self.kind == "sub":
+            return v - self.a
+        if self.kind == "mul":
+            return sum([v] * self.a)
+        if self.kind == "square":
+            return v ** 2
+        return sum([v] * self.a) + self.b
+
+    def words(self) -> tuple[str, str]:
+        return {"add": (f"adds {self.a} to each", f"把每个数加上 {self.a}"),
+                "sub": (f"subtracts {self.a} from each", f"把每个数减去 {self.a}"),
+                "mul": (f"multiplies each by {self.a}", f"把每个数乘以 {self.a}"),
+                "square": ("squares each", "把每个数平方"),
+                "affine": (f"multiplies each by {self.a} and then adds {self.b}",
+                           f"把每个数乘以 {self.a} 再加上 {self.b}")}[self.kind]
+
+
+REDUCTIONS = ("sum", "count", "max", "min", "list")
+
+
+@dataclass(frozen=True)
+class Chain:
+    filter: Filter | None
+    map: Map | None
+    filter_first: bool  # filter the inputs (True) or the mapped results (False)
+    reduce: str  # one of REDUCTIONS
+    default: int = 0  # what max/min give when nothing is left
+
+    @property
+    def key(self) -> str:
+        return repr(self)
+
+
+def _random_filter(rng: random.Random) -> Filter:
+    kind = rng.choice(("gt", "lt", "mod", "odd", "even", "ne"))
+    k = {"gt": rng.randint(-5, 10), "lt": rng.randint(-5, 10), "mod": rng.randint(3, 5), "ne": rng.randint(0, 9)}
+    return Filter(kind, k.get(kind, 0))
+
+
+def _random_map(rng: random.Random) -> Map:
+    kind = rng.choice(("add", "sub", "mul", "square", "affine"))
+    return Map(kind, rng.randint(2, 9) if kind != "square" else 0, rng.randint(1, 9) if kind == "affine" else 0)
+
+
+def random_chain(rng: random.Random, difficulty: int) -> Chain:
+    """Level 3: filter or map, then a reduction; level 4: filter and map (either order), then a reduction."""
+    assert difficulty in (3, 4)
+    if difficulty == 3:
+        use_filter = rng.random() < 0.5
+        f, m = (_random_filter(rng), None) if use_filter else (None, _random_map(rng))
+    else:
+        f, m = _random_filter(rng), _random_map(rng)
+    reduce = rng.choice(REDUCTIONS if f is not None else ("sum", "max", "min", "list"))  # count needs a filter
+    return Chain(f, m, rng.random() < 0.6, reduce, rng.choice((0, -1)) if reduce in ("max", "min") else 0)
+
+
+def run_chain(chain: Chain, nums: list[int]):
+    """The expected result, computed independently of the rendered loop."""
+    values = list(nums)
+    if chain.filter and chain.filter_first:
+        values = list(filter(chain.filter.keep, values))
+    if chain.map:
+        values = list(map(chain.map.apply, values))
+    if chain.filter and not chain.filter_first:
+        values = list(filter(chain.filter.keep, values))
+    if chain.reduce == "sum":
+        return sum(values)
+    if chain.reduce == "count":
+        return len(values)
+    if chain.reduce == "max":
+        return max(values, default=chain.default)
+    if chain.reduce == "min":
+        return min(values, default=chain.default)
+    return values
+
+
+def describe(chain: Chain, verb: tuple[str, str] = ("returns", "返回")) -> tuple[str, str]:
+    """The chain in words: (en, zh) clauses joined in order, ending with the reduction (`verb`:
+    "returns" for a function, "prints" for a program)."""
+    en, zh = [], []
+    if chain.filter and chain.filter_first:
+        e, z = chain.filter.words("numbers")
+        en.append(e), zh.append(z)
+    if chain.map:
+        e, z = chain.map.words()
+        en.append(e), zh.append(z)
+    if chain.filter and not chain.filter_first:
+        e, z = chain.filter.words("results" if chain.map else "numbers")
+        en.append(e), zh.append(z)
+    v, vz = verb
+    e, z = {"sum": (f"{v} the sum of what is left", f"{vz}剩下的数的和"),
+            "count": (f"{v} how many are left", f"{vz}剩下的数的个数"),
+            "max": (f"{v} the largest of what is left ({chain.default} if nothing is left)",
+                    f"{vz}剩下的数中最大的（什么都不剩时为 {chain.default}）"),
+            "min": (f"{v} the smallest of what is left ({chain.default} if nothing is left)",
+                    f"{vz}剩下的数中最小的（什么都不剩时为 {chain.default}）"),
+            "list": ((f"{v} what is left as a list, in order", f"按原顺序以列表{vz}剩下的数") if v == "returns" else
+                     (f"{v} what is left in order, separated by spaces", f"按原顺序{vz}剩下的数，用空格分开"))
+            }[chain.reduce]
+    en.append(e), zh.append(z)
+    return ", ".join(en[:-1]) + (", and " if len(en) > 1 else "") + en[-1], "，".join(zh)
+
+
+def _body(chain: Chain, result: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The loop (lines, indented one level) and its plan steps (en, zh)."""
+    init = {"sum": "total = 0", "count": "count = 0", "max": "best = None", "min": "best = None", "list": "result = []"}
+    lines = [init[chain.reduce], "for n in nums:"]
+    plan = [(f"Start with {init[chain.reduce]}.", f"先设 {init[chain.reduce]}。"),
+            ("Go through each n in nums.", "遍历 nums 中的每个 n。")]
+    depth, var = 1, "n"
+    f, m = chain.filter, chain.map
+    if f and chain.filter_first:
+        lines.append("    " * depth + f"if {f.cond('n')}:")
+        plan.append((f"Skip n unless {f.cond('n')}.", f"只处理满足 {f.cond('n')} 的 n。"))
+        depth += 1
+    if m:
+        lines.append("    " * depth + f"v = {m.expr('n')}")
+        plan.append((f"Compute v = {m.expr('n')}.", f"计算 v = {m.expr('n')}。"))
+        var = "v"
+    if f and not chain.filter_first:
+        lines.append("    " * depth + f"if {f.cond(var)}:")
+        plan.append((f"Keep {var} only if {f.cond(var)}.", f"只保留满足 {f.cond(var)} 的 {var}。"))
+        depth += 1
+    pad = "    " * depth
+    if chain.reduce == "sum":
+        lines.append(pad + f"total += {var}")
+        plan.append((f"Add {var} to total.", f"把 {var} 加到 total 上。"))
+        tail, value = [], "total"
+    elif chain.reduce == "count":
+        lines.append(pad + "count += 1")
+        plan.append(("Add 1 to count.", "count 加 1。"))
+        tail, value = [], "count"
+    elif chain.reduce == "list":
+        lines.append(pad + f"result.append({var})")
+        plan.append((f"Append {var} to result.", f"把 {var} 加到 result 末尾。"))
+        tail, value = [], "result"
+    else:
+        cmp = ">" if chain.reduce == "max" else "<"
+        lines += [pad + f"if best is None or {var} {cmp} best:", pad + f"    best = {var}"]
+        plan.append((f"Keep {var} in best if best is None or {var} {cmp} best.",
+                     f"如果 best 是 None 或 {var} {cmp} best，就令 best = {var}。"))
+        tail = ["if best is None:", f"    best = {chain.default}"]
+        plan.append((f"If nothing was kept, best is {chain.default}.", f"如果什么都没留下，best 取 {chain.default}。"))
+        value = "best"
+    lines += tail
+    lines.append(result.format(value=value))
+    plan.append((f"Finish with {result.format(value=value)}.", f"最后 {result.format(value=value)}。"))
+    return lines, plan
+
+
+def _cases(rng: random.Random, chain: Chain, n: int) -> list[list[int]]:
+    """`n` input lists of small numbers (so the mapped values stay short), the last one short, that
+    tell the chain apart from the same chain without its filter and without its map -- so a
+    solution that skips a step fails the tests."""
+    skipped = [replace(chain, filter=None)] if chain.filter else []
+    skipped += [replace(chain, map=None)] if chain.map else []
+    for _ in range(50):
+        cases = [[rng.randint(-9, 20) for _ in range(rng.randint(3, 7))] for _ in range(n - 1)]
+        cases.append([rng.randint(-9, 20) for _ in range(rng.randint(0, 2))])
+        if chain.filter and chain.filter.kind == "ne":  # a random list rarely holds the one dropped value
+            cases[1][rng.randrange(len(cases[1]))] = chain.filter.k
+        if all(any(run_chain(chain, c) != run_chain(other, c) for c in cases) for other in skipped):
+            return cases
+    return cases
+
+
+def _quote(text: str) -> str:
+    from data.code_tasks import _quote_code  # one quoting rule for every code trace
+
+    return _quote_code(text)
+
+
+def function_problem(rng: random.Random, difficulty: int) -> Problem:
+    """Task `code`: write `name(nums)` computing a random chain."""
+    chain = random_chain(rng, difficulty)
+    name = rng.choice(NAMES)
+    lines, plan = _body(chain, "return {value}")
+    code = f"def {name}(nums):\n" + "\n".join("    " + ln for ln in lines)
+    cases = _cases(rng, chain, 5)
+    results = [run_chain(chain, c) for c in cases]
+    tests = "def check(candidate):\n" + "".join(f"    assert candidate({c!r}) == {r!r}\n" for c, r in zip(cases, results))
+    en_words, zh_words = describe(chain)
+    en = (f"Write a Python function `{name}(nums)` that takes a list of integers nums, {en_words}. "
+          f"For example, {name}({cases[0]!r}) returns {results[0]!r}.")
+    zh = (f"写一个 Python 函数 `{name}(nums)`，参数 nums 是整数列表：{zh_words}。"
+          f"例如 {name}({cases[0]!r}) 返回 {results[0]!r}。")
+    steps = [Step(f"I need a function {name}(nums) that {en_words}.", _quote(f"需要写函数 {name}(nums)：{zh_words}。"))]
+    steps += [Step(e, _quote(z)) for e, z in plan]
+    steps.append(Step(f"Check: {name}({cases[0]!r}) should return {results[0]!r}.",
+                      _quote(f"检查：{name}({cases[0]!r}) 应该返回 {results[0]!r}。")))
+    return Problem(task="code", difficulty=difficulty, key=f"code:chain|{name}|{chain.key}|{cases[0]!r}",
+                   prompt={"en": en, "zh": zh}, steps=steps, answer=code, answer_text=f"\n{code}\n",
+                   tests=tests, entry_point=name)
+
+
+def _printed(chain: Chain, value) -> str:
+    return " ".join(str(v) for v in value) if chain.reduce == "list" else str(value)
+
+
+def io_problem(rng: random.Random, difficulty: int) -> Problem:
+    """Task `code_io`: read integers from one line, compute a random chain, print the result."""
+    chain = random_chain(rng, difficulty)
+    out = 'print(" ".join(map(str, {value})))' if chain.reduce == "list" else "print({value})"
+    lines, plan = _body(chain, out)
+    code = "nums = list(map(int, input().split()))\n" + "\n".join(lines)
+    inputs = [c if c else [rng.randint(-9, 20)] for c in _cases(rng, chain, 4)]  # an empty line is no input
+    cases = [{"input": " ".join(map(str, c)) + "\n", "output": _printed(chain, run_chain(chain, c)) + "\n"}
+             for c in inputs]
+    ex_in, ex_out = cases[0]["input"].rstrip("\n"), cases[0]["output"].rstrip("\n")
+    en_words, zh_words = describe(chain, ("prints", "输出"))
+    en = (f"Write a Python program that reads integers from one line, separated by spaces, {en_words}. "
+          f"For example, for the input `{ex_in}` it prints `{ex_out}`.")
+    zh = f"写一个 Python 程序，从一行读入若干个用空格分开的整数：{zh_words}。例如输入 `{ex_in}` 时输出 `{ex_out}`。"
+    steps = [Step("Read the integers from the line into nums.", _quote("读入这一行的整数，存进 nums。"))]
+    steps += [Step(e, _quote(z)) for e, z in plan]
+    steps.append(Step(f"Check: for the input `{ex_in}` it prints `{ex_out}`.", f"检查：输入 `{ex_in}` 时输出 `{ex_out}`。"))
+    return Problem(task="code_io", difficulty=difficulty, key=f"code_io:chain|{chain.key}|{ex_in}",
+                   prompt={"en": en, "zh": zh}, steps=steps, answer=code, answer_text=f"\n{code}\n",
+                   tests=json.dumps(cases, ensure_ascii=False), entry_point="")
