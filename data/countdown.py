@@ -9,9 +9,8 @@ Levels (difficulty):
 Every intermediate value is a positive integer (divisions are exact). The `answer` column holds one
 valid expression; `numbers` and `target` hold the puzzle. Level 1 traces compare the target with the
 larger number (above: + or *, below: - or /) and try those two, so they rest on at most two 1-digit
-facts; higher levels show up to a few failed attempts (each
-computed correctly and ending in "not <target>") before the successful chain, the way a person
-searches.
+facts; higher levels show up to a few failed attempts (each computed correctly and ending in
+"not <target>") before the successful chain, the way a person searches.
 """
 
 from __future__ import annotations

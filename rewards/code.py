@@ -36,6 +36,8 @@ always True, frame walking or a patched AssertionError pass them):
 
 from __future__ import annotations
 
+from rewards.format import completion_text  # one definition of "the text of a completion"
+
 import ast
 import concurrent.futures
 import hmac
@@ -684,18 +686,6 @@ def _check_io(code, cases, nonce, timeout_s, memory_mb) -> CodeResult:
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
-
-
-def completion_text(completion) -> str:
-    """A completion as text: a string, or the last message of a chat-message list."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion:
-        last = completion[-1]
-        return last.get("content", "") if isinstance(last, dict) else str(last)
-    if isinstance(completion, dict):
-        return completion.get("content", "")
-    return ""
 
 
 def extract_code(text: str) -> str | None:

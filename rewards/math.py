@@ -76,6 +76,8 @@ Comparison rules (`math_equal`):
 """
 from __future__ import annotations
 
+from rewards.format import completion_text  # one definition of "the text of a completion"
+
 import math as _math
 import re
 import time
@@ -479,25 +481,6 @@ def math_equal(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
 # ---------------------------------------------------------------------------------------------
 # Reward
 # ---------------------------------------------------------------------------------------------
-
-def completion_text(completion) -> str:
-    """Text of a completion: a string, or the last assistant message of a chat-message list
-    (content may be a string or a list of {'type': 'text', 'text': ...} parts)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        completion = [completion]
-    if isinstance(completion, (list, tuple)):
-        msgs = [m for m in completion if isinstance(m, dict)]
-        assistant = [m for m in msgs if m.get("role", "assistant") == "assistant"] or msgs
-        if not assistant:
-            return ""
-        content = assistant[-1].get("content", "")
-        if isinstance(content, list):
-            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return content if isinstance(content, str) else ""
-    return ""
-
 
 def accuracy_reward(prompts, completions, answer=None, **kwargs) -> list[float | None]:
     """R1 accuracy reward: 1.0 if the extracted final answer equals the row's `answer`, else
