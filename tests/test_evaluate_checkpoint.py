@@ -1,0 +1,83 @@
+"""Held-out evaluation on real artefacts: built data, a saved checkpoint, both generation backends."""
+
+import json
+import subprocess
+import sys
+
+import datasets
+import pytest
+
+from data.build import main as build_data
+from rlpipe.evaluate import EvalConfig, evaluate_checkpoint, grade
+from rlpipe.model.cli import main as init_model
+
+OVERALL_KEYS = {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency", "mixing_rate",
+                "mean_length", "n"}
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    assert build_data(["--out", str(root / "data"), "--seed", "0", "--size", "tiny"]) == 0
+    assert init_model(["--preset", "tiny", "--tokenizer", str(root / "data" / "tokenizer"),
+                       "--out", str(root / "model"), "--seed", "0"]) == 0
+    return root
+
+
+def _rows(artefacts, n_per_task=2):
+    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "eval"))]
+    picked, seen = [], {}
+    for r in rows:
+        if seen.get(r["task"], 0) < n_per_task:
+            seen[r["task"]] = seen.get(r["task"], 0) + 1
+            picked.append(r)
+    return picked
+
+
+def test_reference_solutions_grade_correct_and_swapped_ones_wrong(artefacts):
+    rows = _rows(artefacts)
+    assert {r["task"] for r in rows} >= {"arithmetic", "equations", "countdown", "code", "code_io"}
+    assert grade(rows, [r["solution"] for r in rows]) == [True] * len(rows)
+    # Each row graded against the solution of the next row whose answer differs: wrong.
+    def other(i):
+        return next(r for r in rows[i + 1:] + rows[:i] if r["answer"].strip() != rows[i]["answer"].strip())
+    assert not any(grade(rows, [other(i)["solution"] for i in range(len(rows))]))
+
+
+def _check_shape(result, n, k):
+    assert set(result["overall"]) >= OVERALL_KEYS
+    o = result["overall"]
+    assert o["n"] == n and o["k"] == k
+    for key in ("accuracy", "pass_at_k", "format_rate", "language_consistency", "mixing_rate"):
+        assert 0.0 <= o[key] <= 1.0, key
+    assert o["mean_length"] > 0
+    cells = [c for levels in result["by_task"].values() for c in levels.values()]
+    assert sum(c["n"] for c in cells) == n
+    assert all(0.0 <= c["accuracy"] <= 1.0 for c in cells)
+
+
+def test_local_backend_writes_eval_json(artefacts, tmp_path):
+    out = tmp_path / "eval.json"
+    cfg = EvalConfig(backend="local", limit=6, k=2, n_samples=2, max_new_tokens=12)
+    result = evaluate_checkpoint(artefacts / "model", artefacts / "data", out, cfg)
+    _check_shape(json.loads(out.read_text()), n=6, k=2)
+    assert result["overall"]["mean_length"] <= 12
+
+
+def test_cli_with_vllm_backend(artefacts, tmp_path):
+    pytest.importorskip("vllm", reason="vLLM is not installed")
+    out = tmp_path / "eval.json"
+    # A child process: an in-process vLLM engine would pin this test process's torch threads.
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlpipe.cli", "eval", "--model", str(artefacts / "model"),
+         "--data", str(artefacts / "data"), "--out", str(out), "--limit", "6", "--k", "2",
+         "--n-samples", "2", "--max-new-tokens", "12"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_shape(json.loads(out.read_text()), n=6, k=2)
+    assert "| task |" in proc.stdout
+
+
+def test_missing_split_is_one_clear_error(artefacts, tmp_path):
+    with pytest.raises(FileNotFoundError, match="rlpipe data build"):
+        evaluate_checkpoint(artefacts / "model", tmp_path, None, EvalConfig(backend="local"))
