@@ -142,11 +142,10 @@ def _local_model(model_dir: str):
 
 def close_engines() -> None:
     """Shut down cached vLLM engines (before a process group is destroyed, or to free memory)."""
+    from rlpipe.rollout.vllm_engine import shutdown
+
     for llm in _ENGINES.values():
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception:  # an engine that is already down has nothing left to free
-            pass
+        shutdown(llm)
     _ENGINES.clear()
     _MODELS.clear()
 

@@ -39,7 +39,7 @@ def needs_mla_disable(model_dir: str | Path) -> bool:
 
 def build_llm(model_dir: str | Path, *, seed: int = 0, max_model_len: int | None = None,
               kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES, **kw):
-    """A vLLM engine serving `model_dir` (an HF DeepSeek-V3 folder with tokenizer files) on CPU in fp32.
+    """A vLLM engine serving `model_dir` (an HF DeepSeek-V3 folder with tokenizer files): fp32 on CPU.
 
     Extra keyword arguments go to `vllm.LLM` and override the defaults set here.
     """
@@ -61,9 +61,12 @@ def build_llm(model_dir: str | Path, *, seed: int = 0, max_model_len: int | None
 
     # A previous in-process engine froze vLLM's environment reads; thaw them so the values above count.
     vllm.envs.disable_envs_cache()
+    import torch
+
     args = dict(
         model=str(model_dir),
-        dtype="float32",
+        # fp32 on CPU (where parity with the trainer is tested to 1e-6); bf16 on GPUs, as trainers do.
+        dtype="bfloat16" if torch.cuda.is_available() else "float32",
         seed=seed,
         enforce_eager=True,
         max_model_len=max_model_len or config.max_position_embeddings,
