@@ -52,7 +52,7 @@ class Size:
 
 
 SIZES = {
-    "tiny": Size(sft=4000, rl=2000, eval_per_cell=16, pretrain_problems=12000, pretrain_facts=700,
+    "tiny": Size(sft=4000, rl=2000, eval_per_cell=16, pretrain_problems=11000, pretrain_facts=700,
                  pretrain_chat=2000, nonreasoning=1500, preferences=1000),
     "small": Size(sft=15000, rl=6000, eval_per_cell=50, pretrain_problems=50000, pretrain_facts=7000,
                   pretrain_chat=8000, nonreasoning=5000, preferences=4000),
