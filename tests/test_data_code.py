@@ -7,6 +7,7 @@ import random
 import re
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,13 +18,14 @@ from rlpipe.tokenizer import ANSWER_CLOSE, ANSWER_OPEN
 
 
 def run_function_task(code: str, tests: str, entry_point: str, tmp_path) -> int:
-    script = tmp_path / f"{entry_point}_{abs(hash(code)) % 10**8}.py"
+    # A fresh file per call: two problems can share their code, and the calls run in threads.
+    script = tmp_path / f"{entry_point}_{uuid.uuid4().hex}.py"
     script.write_text(f"{code}\n\n{tests}\n\ncheck({entry_point})\n")
     return subprocess.run([sys.executable, str(script)], capture_output=True, timeout=20).returncode
 
 
 def run_io_task(code: str, tests: str, tmp_path) -> bool:
-    script = tmp_path / f"io_{abs(hash(code)) % 10**8}.py"
+    script = tmp_path / f"io_{uuid.uuid4().hex}.py"
     script.write_text(code + "\n")
     for case in json.loads(tests):
         done = subprocess.run([sys.executable, str(script)], input=case["input"], capture_output=True,
