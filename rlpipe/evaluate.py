@@ -15,7 +15,7 @@
     {"checkpoint": str,
      "overall": {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency",
                  "mixing_rate", "mean_length", "n"},
-     "by_task": {task: {difficulty: {"accuracy": float, "n": int}}}}
+     "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "n": int}}}}
 """
 
 from __future__ import annotations
@@ -192,12 +192,15 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
     consistency = [c for c in language_reward(prompts, greedy, language=languages) if c is not None]
     mixed = [is_language_mixed(text, lang) for text, lang in zip(greedy, languages)]
 
+    # Per cell also pass@k: a cell at 0 greedy can still hold the mixed-outcome groups GRPO learns from.
     by_task: dict[str, dict[str, dict[str, float]]] = {}
-    for row, ok in zip(rows, correct):
-        cell = by_task.setdefault(row["task"], {}).setdefault(str(row["difficulty"]), {"correct": 0, "n": 0})
+    for row, ok, c in zip(rows, correct, n_correct):
+        cell = by_task.setdefault(row["task"], {}).setdefault(str(row["difficulty"]),
+                                                              {"correct": 0, "pass": 0.0, "n": 0})
         cell["correct"] += int(ok)
+        cell["pass"] += pass_at_k(cfg.n_samples, c, cfg.k)
         cell["n"] += 1
-    by_task = {task: {d: {"accuracy": c["correct"] / c["n"], "n": c["n"]}
+    by_task = {task: {d: {"accuracy": c["correct"] / c["n"], "pass_at_k": c["pass"] / c["n"], "n": c["n"]}
                       for d, c in sorted(levels.items(), key=lambda kv: int(kv[0]))}
                for task, levels in sorted(by_task.items())}
     n = len(rows)
@@ -228,7 +231,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
 
 
 def markdown_table(result: Mapping[str, Any]) -> str:
-    """The report.md table: overall figures, then greedy accuracy per task x difficulty."""
+    """The report.md table: overall figures, then greedy accuracy / pass@k per task x difficulty."""
     o = result["overall"]
     lines = [
         f"| accuracy | pass@{o['k']} | format | lang. consistency | mixing | mean length | n |",
@@ -238,10 +241,16 @@ def markdown_table(result: Mapping[str, Any]) -> str:
         "",
     ]
     levels = sorted({d for t in result["by_task"].values() for d in t}, key=int)
+    lines.append(f"Greedy accuracy / pass@{o['k']} per task and level:")
+    lines.append("")
     lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
     lines.append("|---|" + "---|" * len(levels))
+
+    def cell(c: Mapping[str, Any]) -> str:
+        return f"{c['accuracy']:.2f} / {c['pass_at_k']:.2f} (n={c['n']})"
+
     for task, cells in result["by_task"].items():
-        row = [f"{cells[d]['accuracy']:.2f} (n={cells[d]['n']})" if d in cells else "-" for d in levels]
+        row = [cell(cells[d]) if d in cells else "-" for d in levels]
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

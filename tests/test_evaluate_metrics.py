@@ -32,9 +32,10 @@ def test_eval_config_coerces_mappings_and_objects():
 def test_markdown_table_has_a_row_per_task_and_a_column_per_level():
     result = {"overall": {"accuracy": 0.5, "pass_at_k": 0.75, "k": 4, "format_rate": 1.0,
                           "language_consistency": 0.9, "mixing_rate": 0.1, "mean_length": 42.0, "n": 4},
-              "by_task": {"arithmetic": {"1": {"accuracy": 1.0, "n": 2}, "3": {"accuracy": 0.0, "n": 1}},
-                          "countdown": {"2": {"accuracy": 1.0, "n": 1}}}}
+              "by_task": {"arithmetic": {"1": {"accuracy": 1.0, "pass_at_k": 1.0, "n": 2},
+                                         "3": {"accuracy": 0.0, "pass_at_k": 0.5, "n": 1}},
+                          "countdown": {"2": {"accuracy": 1.0, "pass_at_k": 1.0, "n": 1}}}}
     table = markdown_table(result)
-    assert "| arithmetic | 1.00 (n=2) | - | 0.00 (n=1) |" in table
-    assert "| countdown | - | 1.00 (n=1) | - |" in table
+    assert "| arithmetic | 1.00 / 1.00 (n=2) | - | 0.00 / 0.50 (n=1) |" in table
+    assert "| countdown | - | 1.00 / 1.00 (n=1) | - |" in table
     assert "pass@4" in table
