@@ -80,13 +80,10 @@ def _chain_text(chain, target: int, language: str) -> str:
     parts = [f"{x.value} {op} {y.value} = {r.value}" for x, op, y, r in chain]
     final = chain[-1][3].value
     sep = ", " if language == "en" else "，"
-    # The verdict repeats the result beside the target: with a bare "That works!" the stage-1 model
-    # declared `6 + 3 = 9` a success for target 18 (countdown level 1 at 0.56); copying both numbers
-    # next to each other turns the decision into a comparison it can see.
     if final == target:
-        end = f"{final} is {target}. That works!" if language == "en" else f"{final} 就是 {target}，成功！"
+        end = "That works!" if language == "en" else "成功！"
     else:
-        end = f"{final} is not {target}." if language == "en" else f"{final} 不是 {target}。"
+        end = f"Not {target}." if language == "en" else f"不是 {target}。"
     head = "Try " if language == "en" else "试 "
     return head + sep.join(parts) + (". " if language == "en" else "。") + end
 
