@@ -1,18 +1,8 @@
 """Auxiliary-loss-free balancing: the sign rule on e_score_correction_bias, counts per optimizer step."""
 
-import pytest
 import torch
 
 from rlpipe.model import ModelConfig, Transformer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine's OpenMP stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _skewed_model(seed: int = 0) -> Transformer:

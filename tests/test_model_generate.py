@@ -6,15 +6,6 @@ import torch
 from rlpipe.model import ModelConfig, Transformer, generate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine's OpenMP stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PAD, EOS = 2, 1
 
 

@@ -1,19 +1,9 @@
 """Training forward: HF label convention, MTP + main losses fall, packing with segment_ids, token logprobs."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from rlpipe.model import ModelConfig, Transformer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to a busy machine's OpenMP stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model(**overrides) -> Transformer:
