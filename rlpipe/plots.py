@@ -32,6 +32,14 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+
+def _save(fig, out: Path) -> Path:
+    """Write one figure as a PNG and free it (long runs plot many times)."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
 def plot_stage(stage_dir: str | os.PathLike) -> list[Path]:
     """Write the plots for one stage folder; returns the files written."""
     stage_dir = Path(stage_dir)
@@ -62,10 +70,7 @@ def plot_losses(rows: list[dict], out: Path) -> Path | None:
         if key != "balance_loss" and min(values) > 0:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_lr(rows: list[dict], out: Path) -> Path | None:
@@ -77,10 +82,7 @@ def plot_lr(rows: list[dict], out: Path) -> Path | None:
     ax.set_title("learning rate")
     ax.set_xlabel("optimizer step")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_expert_load(rows: list[dict], out: Path) -> Path | None:
@@ -96,10 +98,7 @@ def plot_expert_load(rows: list[dict], out: Path) -> Path | None:
     ax.set_xlabel("optimizer step")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_other(rows: list[dict], out: Path) -> Path | None:
@@ -117,10 +116,7 @@ def plot_other(rows: list[dict], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_eval(result: dict, out: Path) -> Path:
@@ -141,7 +137,4 @@ def plot_eval(result: dict, out: Path) -> Path:
                  f"pass@{overall.get('k', '?')} {overall.get('pass_at_k', 0):.2f})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
