@@ -32,13 +32,13 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-
 def _save(fig, out: Path) -> Path:
     """Write one figure as a PNG and free it (long runs plot many times)."""
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
 
 def plot_stage(stage_dir: str | os.PathLike) -> list[Path]:
     """Write the plots for one stage folder; returns the files written."""
