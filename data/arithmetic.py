@@ -2,9 +2,13 @@
 
 Levels (difficulty):
 1. one operation on two 1-digit numbers (`7 + 5`, `9 - 4`, `3 * 6`);
-2. two 2-digit numbers added or subtracted, or three 1-digit numbers with precedence;
-3. three terms with 1-2 digit numbers, `+ - *` with precedence (`23 + 4 * 17 - 15`);
-4. four terms with a bracketed group, 2-digit numbers, products by 1-digit factors.
+2. a 2-digit number plus or minus a 1-digit one (one carry or borrow), or three 1-digit numbers
+   added and subtracted left to right (`8 + 7 - 6`);
+3. two 2-digit numbers added or subtracted, or three 1-digit numbers with precedence (`6 + 4 * 3`);
+4. three terms with 1-2 digit numbers, `+ - *` with precedence (`23 + 4 * 17 - 15`).
+Each level adds about one worked operation to the one below: measured on the tiny model, every
+level then holds prompts whose samples are neither all right nor all wrong (the groups GRPO learns
+from), where a level of four bracketed 2-digit terms was never solved.
 
 Every intermediate value is a non-negative integer (rejection sampling), so a trace never needs
 signed column arithmetic. The trace reduces the expression one operation at a time (brackets, then
@@ -200,24 +204,18 @@ def _operands(rng: random.Random, difficulty: int) -> list:
         return [a, op, b]
     if difficulty == 2:
         if rng.random() < 0.5:
+            return [rng.randint(10, 99), rng.choice("+-"), rng.randint(1, 9)]
+        return [rng.randint(1, 9), rng.choice("+-"), rng.randint(1, 9), rng.choice("+-"), rng.randint(1, 9)]
+    if difficulty == 3:
+        if rng.random() < 0.5:
             return [rng.randint(10, 99), rng.choice("+-"), rng.randint(10, 99)]
         return [rng.randint(1, 9), rng.choice("+-*"), rng.randint(1, 9), rng.choice("+-*"), rng.randint(1, 9)]
-    if difficulty == 3:
-        toks = []
-        for i in range(3):
-            if i:
-                toks.append(rng.choice("+-*"))
-            toks.append(rng.randint(2, 9) if toks and toks[-1] == "*" else rng.randint(2, 60))
-        return toks
-    n = 4
     toks = []
-    for i in range(n):
+    for i in range(3):
         if i:
             toks.append(rng.choice("+-*"))
-        toks.append(rng.randint(2, 9) if toks and toks[-1] == "*" else rng.randint(5, 99))
-    # One bracketed pair of adjacent operands, so precedence has to be overridden.
-    start = 2 * rng.randrange(n - 1)
-    return toks[:start] + ["("] + toks[start:start + 3] + [")"] + toks[start + 3:]
+        toks.append(rng.randint(2, 9) if toks and toks[-1] == "*" else rng.randint(2, 60))
+    return toks
 
 
 PROMPTS_EN = ("Compute {e}.", "What is {e}?", "Calculate {e}.", "Evaluate {e}.")

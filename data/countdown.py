@@ -1,16 +1,20 @@
 """Countdown puzzles: reach a target with the given numbers, each used exactly once, with + - * /.
 
-Levels (difficulty):
+Levels (difficulty) -- each level is one more step of the same search, so a small model that has
+learned level 1 has learned the inner loop of every level:
 1. two 1-digit numbers, one operation;
-2. three 1-digit numbers, two operations;
-3. three numbers up to 25, target up to 100;
-4. four numbers up to 50, target 10..100 (the TinyZero setting).
+2. three 1-digit numbers: the first two combined by any operation, then the third added or taken away;
+3. four 1-digit numbers, the last two each added or taken away;
+4. five 1-digit numbers, the last three each added or taken away.
 
-Every intermediate value is a positive integer (divisions are exact). The `answer` column holds one
-valid expression; `numbers` and `target` hold the puzzle. Level 1 traces compare the target with the
-larger number (above: + or *, below: - or /) and try those two, so they rest on at most two 1-digit
-facts; higher levels show up to a few failed attempts (each computed correctly and ending in
-"not <target>") before the successful chain, the way a person searches.
+The puzzles of levels 2-4 are built as a chain in the order the numbers are listed, so the search in
+the trace is complete for them: keep the last number for the last step, and for `+ n` then `- n`
+work out what the other numbers must make (`target - n`, `target + n`) and solve that smaller puzzle
+the same way. Two numbers are the level-1 search: compare the value wanted with the larger number
+(above it only + or * can reach it, below it only - or /) and try those two operations. Failed
+branches stay in the trace, computed correctly and ending in "Not <value>", the way a person
+searches. Every value is a positive integer (divisions are exact) and the values wanted stay within
+the pretraining fact tables (up to 69). The `answer` column holds the expression the search finds.
 """
 
 from __future__ import annotations
@@ -57,75 +61,97 @@ def combine(x: Term, op: str, y: Term) -> Term | None:
 
 
 def _random_chain(rng: random.Random, numbers: list[int], limit: int):
-    """Combine the numbers pairwise at random until one value remains. Returns (final term,
-    list of (x, op, y, result)) or None if a step is invalid or exceeds `limit`."""
-    pool = [Term(n, str(n)) for n in numbers]
-    rng.shuffle(pool)
-    chain = []
-    while len(pool) > 1:
-        i, j = rng.sample(range(len(pool)), 2)
-        x, y = pool[i], pool[j]
-        op = rng.choice("+-*/")
-        if op in "-/" and x.value < y.value:
-            x, y = y, x
-        r = combine(x, op, y)
-        if r is None or r.value > limit:
+    """The level-1 puzzle: combine two numbers with a random operation. Returns (term, [(x, op, y,
+    result)]) or None if the step is invalid or exceeds `limit`."""
+    x, y = Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1]))
+    op = rng.choice("+-*/")
+    if op in "-/" and x.value < y.value:
+        x, y = y, x
+    r = combine(x, op, y)
+    if r is None or r.value > limit:
+        return None
+    return r, [(x, op, y, r)]
+
+
+def _ordered_chain(rng: random.Random, numbers: list[int]) -> Term | None:
+    """Levels 2-4: the first two numbers combined by any operation, then each later number added or
+    taken away, in the listed order. None when a value is not a positive integer."""
+    built = _random_chain(rng, numbers[:2], limit=81)
+    if built is None:
+        return None
+    term = built[0]
+    for n in numbers[2:]:
+        term = combine(term, rng.choice("+-"), Term(n, str(n)))
+        if term is None:
             return None
-        chain.append((x, op, y, r))
-        pool = [t for k, t in enumerate(pool) if k not in (i, j)] + [r]
-    return pool[0], chain
+    return term
 
 
-def _chain_text(chain, target: int, language: str) -> str:
-    parts = [f"{x.value} {op} {y.value} = {r.value}" for x, op, y, r in chain]
-    final = chain[-1][3].value
-    sep = ", " if language == "en" else "，"
-    if final == target:
-        end = "That works!" if language == "en" else "成功！"
-    else:
-        end = f"Not {target}." if language == "en" else f"不是 {target}。"
-    head = "Try " if language == "en" else "试 "
-    return head + sep.join(parts) + (". " if language == "en" else "。") + end
+def _try_text(x: Term, op: str, y: Term, r: Term, wanted: int) -> Step:
+    if r.value == wanted:
+        return Step(f"Try {x.value} {op} {y.value} = {r.value}. That works!",
+                    f"试 {x.value} {op} {y.value} = {r.value}。成功！")
+    return Step(f"Try {x.value} {op} {y.value} = {r.value}. Not {wanted}.",
+                f"试 {x.value} {op} {y.value} = {r.value}。不是 {wanted}。")
 
 
-def _chain_step(chain, target: int) -> Step:
-    return Step(_chain_text(chain, target, "en"), _chain_text(chain, target, "zh"))
-
-
-SPEC = {  # difficulty -> (how many numbers, largest number, largest target, smallest target)
-    1: (2, 9, 81, 1),
-    2: (3, 9, 50, 2),
-    3: (3, 25, 100, 10),
-    4: (4, 50, 100, 10),
-}
-
-
-def _level_one_steps(numbers: list[int], target: int) -> tuple[list[Step], Term]:
-    """Compare the target with the larger number first (no arithmetic): above it only + or * can
-    reach it, below it only - or /, equal to it only * 1. Then try those operations in that order
-    (larger number first for - and /), so the trace needs at most two 1-digit facts."""
+def _pair_search(numbers: list[int], wanted: int) -> tuple[list[Step], Term | None]:
+    """Make `wanted` from two numbers. Compare it with the larger number first (no arithmetic):
+    above it only + or * can reach it, below it only - or /, equal to it only * (by 1). Then try
+    those operations in that order (larger number first for - and /), so the search rests on at
+    most two 1-digit facts. Returns (steps, the term that works or None)."""
     big, small = Term(max(numbers), str(max(numbers))), Term(min(numbers), str(min(numbers)))
     first, second = Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1]))
-    if target > big.value:
-        steps = [Step(f"{target} is bigger than {big.value}, so try + or *.",
-                      f"{target} 比 {big.value} 大，所以试 + 或 *。")]
+    if wanted > big.value:
+        steps = [Step(f"{wanted} is bigger than {big.value}, so try + or *.",
+                      f"{wanted} 比 {big.value} 大，所以试 + 或 *。")]
         tries = (("+", first, second), ("*", first, second))
-    elif target < big.value:
-        steps = [Step(f"{target} is smaller than {big.value}, so try - or /.",
-                      f"{target} 比 {big.value} 小，所以试 - 或 /。")]
+    elif wanted < big.value:
+        steps = [Step(f"{wanted} is smaller than {big.value}, so try - or /.",
+                      f"{wanted} 比 {big.value} 小，所以试 - 或 /。")]
         tries = (("-", big, small), ("/", big, small))
     else:
-        steps = [Step(f"{target} equals {big.value}, so multiply by 1.", f"{target} 等于 {big.value}，所以乘以 1。")]
+        steps = [Step(f"{wanted} equals {big.value}, so try * (by 1).", f"{wanted} 等于 {big.value}，所以试 *（乘以 1）。")]
         tries = (("*", big, small),)
     for op, x, y in tries:
         r = combine(x, op, y)
         if r is None:
             steps.append(Step(f"{x.value} {op} {y.value} does not work.", f"{x.value} {op} {y.value} 不行。"))
             continue
-        steps.append(_chain_step([(x, op, y, r)], target))
-        if r.value == target:
+        steps.append(_try_text(x, op, y, r, wanted))
+        if r.value == wanted:
             return steps, r
-    raise AssertionError("level-1 target is always reachable by one operation")
+    return steps, None
+
+
+def _listed(numbers: list[int], language: str) -> str:
+    return (", " if language == "en" else "、").join(map(str, numbers))
+
+
+def search(numbers: list[int], wanted: int) -> tuple[list[Step], Term | None, int]:
+    """The trace's search: two numbers by `_pair_search`; more by keeping the last number for the
+    last step and solving `wanted - last` (then `wanted + last`) from the others. Returns (steps,
+    the expression that makes `wanted` or None, how many two-number searches it ran); failed
+    branches stay in the steps."""
+    if len(numbers) == 2:
+        return (*_pair_search(numbers, wanted), 1)
+    *rest, last = numbers
+    steps: list[Step] = []
+    pair_searches = 0
+    for op, need, sign in (("+", wanted - last, "-"), ("-", wanted + last, "+")):
+        if need <= 0:
+            steps.append(Step(f"Last step {op} {last}: {wanted} {sign} {last} is not positive.",
+                              f"最后一步 {op} {last}：{wanted} {sign} {last} 不是正数。"))
+            continue
+        # The others are always the first len(rest) numbers listed, so the line need not repeat them.
+        steps.append(Step(f"Last step {op} {last}: make {wanted} {sign} {last} = {need}.",
+                          f"最后一步 {op} {last}：凑出 {wanted} {sign} {last} = {need}。"))
+        sub_steps, term, n = search(rest, need)
+        steps += sub_steps
+        pair_searches += n
+        if term is not None:
+            return steps, combine(term, op, Term(last, str(last))), pair_searches
+    return steps, None, pair_searches
 
 
 PROMPTS_EN = (
@@ -138,41 +164,43 @@ PROMPTS_ZH = (
 )
 
 
+COUNT = {1: 2, 2: 3, 3: 4, 4: 5}  # difficulty -> how many numbers
+MAX_WANTED = 69  # largest value any step of the search may ask for (the fact tables reach 60 + 9)
+# At most this many two-number searches per trace (the rest are failed branches), which keeps
+# traces within 256 tokens (level 4 with three allowed: 13 % over).
+MAX_PAIR_SEARCHES = {1: 1, 2: 2, 3: 3, 4: 2}
+
+
 def generate(rng: random.Random, difficulty: int) -> Problem:
-    """One countdown puzzle at `difficulty`, built from a random valid chain (so it is solvable)."""
-    count, largest, max_target, min_target = SPEC[difficulty]
+    """One countdown puzzle at `difficulty`: random 1-digit numbers and a random valid chain over
+    them (so it is solvable), kept when the search finds a solution within the trace budget."""
+    count = COUNT[difficulty]
     while True:
-        numbers = [rng.randint(1 if difficulty <= 2 else 2, largest) for _ in range(count)]
-        built = _random_chain(rng, numbers, limit=max(max_target, 200))
-        if built is None:
+        numbers = [rng.randint(1, 9) for _ in range(count)]
+        if difficulty == 1:
+            built = _random_chain(rng, numbers, limit=81)
+            term = built[0] if built else None
+        else:
+            term = _ordered_chain(rng, numbers)
+        if term is None or (difficulty > 1 and term.value in numbers):
             continue
-        final, chain = built
-        if min_target <= final.value <= max_target and (difficulty == 1 or final.value not in numbers):
+        target = term.value
+        if target + sum(numbers[2:]) > MAX_WANTED:
+            continue
+        tried, final, pair_searches = search(numbers, target)
+        if final is not None and pair_searches <= MAX_PAIR_SEARCHES[difficulty]:
             break
-    target = final.value
-    steps = [Step(f"Numbers: {', '.join(map(str, numbers))}. Target: {target}.",
-                  f"数字：{'、'.join(map(str, numbers))}。目标：{target}。")]
-    if difficulty == 1:
-        tried, final = _level_one_steps(numbers, target)
-        steps += tried
-    else:
-        fails, wanted = 0, rng.randint(0, difficulty - 1)
-        for _ in range(20):
-            if fails >= wanted:
-                break
-            attempt = _random_chain(rng, numbers, limit=10 * max_target)
-            if attempt is not None and attempt[0].value != target:
-                steps.append(_chain_step(attempt[1], target))
-                fails += 1
-        steps.append(_chain_step(chain, target))
+    steps = [Step(f"Numbers: {_listed(numbers, 'en')}. Target: {target}.",
+                  f"数字：{_listed(numbers, 'zh')}。目标：{target}。")]
+    steps += tried
     steps.append(Step(f"So {final.expr} = {target}.", f"所以 {final.expr} = {target}。"))
     t = rng.randrange(len(PROMPTS_EN))
     return Problem(
         task=TASK,
         difficulty=difficulty,
         key=f"{TASK}:{','.join(map(str, sorted(numbers)))}->{target}",
-        prompt={"en": PROMPTS_EN[t].format(nums=", ".join(map(str, numbers)), t=target),
-                "zh": PROMPTS_ZH[t].format(nums="、".join(map(str, numbers)), t=target)},
+        prompt={"en": PROMPTS_EN[t].format(nums=_listed(numbers, "en"), t=target),
+                "zh": PROMPTS_ZH[t].format(nums=_listed(numbers, "zh"), t=target)},
         steps=steps,
         answer=final.expr,
         numbers=numbers,

@@ -14,8 +14,10 @@
 `eval.json`:
     {"checkpoint": str,
      "overall": {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency",
-                 "mixing_rate", "mean_length", "n"},
-     "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "n": int}}}}
+                 "mixing_rate", "mean_length", "mixed_groups", "n"},
+     "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "mixed_groups": float,
+                                     "n": int}}}}
+(`mixing_rate` is language mixing; `mixed_groups` the share of prompts with mixed sampled outcomes.)
 """
 
 from __future__ import annotations
@@ -78,6 +80,26 @@ def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list
     scores = task_accuracy_reward([r["prompt"] for r in rows], list(completions), **columns)
     # Code scores are passed/total: only a full pass counts as solved.
     return [s is not None and s >= 1.0 - 1e-9 for s in scores]
+
+
+def per_cell(rows: Sequence[Mapping[str, Any]], correct: Sequence[bool], n_correct: Sequence[int],
+             n_samples: int, k: int) -> dict[str, dict[str, dict[str, float]]]:
+    """{task: {difficulty: {"accuracy", "pass_at_k", "mixed_groups", "n"}}} from the greedy verdicts
+    and the number of correct samples (of `n_samples`) per row. A cell at 0 greedy can still hold
+    the groups GRPO learns from: `mixed_groups` is the share of prompts whose samples were neither
+    all right nor all wrong (a group of `n_samples` rollouts with a non-zero advantage)."""
+    counts: dict[str, dict[str, dict[str, float]]] = {}
+    for row, ok, c in zip(rows, correct, n_correct, strict=True):
+        cell = counts.setdefault(row["task"], {}).setdefault(str(row["difficulty"]),
+                                                             {"correct": 0, "pass": 0.0, "mixed": 0, "n": 0})
+        cell["correct"] += int(ok)
+        cell["pass"] += pass_at_k(n_samples, c, k)
+        cell["mixed"] += int(0 < c < n_samples)
+        cell["n"] += 1
+    return {task: {d: {"accuracy": c["correct"] / c["n"], "pass_at_k": c["pass"] / c["n"],
+                       "mixed_groups": c["mixed"] / c["n"], "n": c["n"]}
+                   for d, c in sorted(levels.items(), key=lambda kv: int(kv[0]))}
+            for task, levels in sorted(counts.items())}
 
 
 def _generate(model_dir: str, prompt_ids: list[list[int]], cfg: EvalConfig, tokenizer,
@@ -192,17 +214,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
     consistency = [c for c in language_reward(prompts, greedy, language=languages) if c is not None]
     mixed = [is_language_mixed(text, lang) for text, lang in zip(greedy, languages)]
 
-    # Per cell also pass@k: a cell at 0 greedy can still hold the mixed-outcome groups GRPO learns from.
-    by_task: dict[str, dict[str, dict[str, float]]] = {}
-    for row, ok, c in zip(rows, correct, n_correct):
-        cell = by_task.setdefault(row["task"], {}).setdefault(str(row["difficulty"]),
-                                                              {"correct": 0, "pass": 0.0, "n": 0})
-        cell["correct"] += int(ok)
-        cell["pass"] += pass_at_k(cfg.n_samples, c, cfg.k)
-        cell["n"] += 1
-    by_task = {task: {d: {"accuracy": c["correct"] / c["n"], "pass_at_k": c["pass"] / c["n"], "n": c["n"]}
-                      for d, c in sorted(levels.items(), key=lambda kv: int(kv[0]))}
-               for task, levels in sorted(by_task.items())}
+    by_task = per_cell(rows, correct, n_correct, cfg.n_samples, cfg.k)
     n = len(rows)
     result = {
         "checkpoint": model_dir,
@@ -214,6 +226,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
             "language_consistency": sum(consistency) / len(consistency) if consistency else 0.0,
             "mixing_rate": sum(mixed) / max(n, 1),
             "mean_length": sum(l[0] for l in greedy_lengths) / max(n, 1),
+            "mixed_groups": sum(0 < c < cfg.n_samples for c in n_correct) / max(n, 1),
             "n": n,
         },
         "by_task": by_task,
@@ -241,13 +254,16 @@ def markdown_table(result: Mapping[str, Any]) -> str:
         "",
     ]
     levels = sorted({d for t in result["by_task"].values() for d in t}, key=int)
-    lines.append(f"Greedy accuracy / pass@{o['k']} per task and level:")
+    lines.append(f"Greedy accuracy / pass@{o['k']} / mixed groups (prompts whose "
+                 f"{result.get('config', {}).get('n_samples', 'n')} samples were neither all right nor all wrong) "
+                 f"per task and level:")
     lines.append("")
     lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
     lines.append("|---|" + "---|" * len(levels))
 
     def cell(c: Mapping[str, Any]) -> str:
-        return f"{c['accuracy']:.2f} / {c['pass_at_k']:.2f} (n={c['n']})"
+        mixed = f" / {c['mixed_groups']:.2f}" if "mixed_groups" in c else ""
+        return f"{c['accuracy']:.2f} / {c['pass_at_k']:.2f}{mixed} (n={c['n']})"
 
     for task, cells in result["by_task"].items():
         row = [cell(cells[d]) if d in cells else "-" for d in levels]

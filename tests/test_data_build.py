@@ -111,8 +111,7 @@ def test_same_seed_same_data_other_seed_other_data(micro, tmp_path, monkeypatch)
     assert again["eval"] == load(out, "eval").to_list()
     other, _ = builder.build_task_splits(BuildConfig(out=str(tmp_path), seed=1, size="micro"), MICRO)
     assert other["eval"] != again["eval"]
-    pretrain_again, _ = builder.build_pretrain(BuildConfig(out=str(tmp_path), seed=0, size="micro"), MICRO,
-                                               again["sft"], excluded)
+    pretrain_again, _ = builder.build_pretrain(BuildConfig(out=str(tmp_path), seed=0, size="micro"), MICRO, excluded)
     assert pretrain_again == load(out, "pretrain").to_list()
 
 

@@ -99,7 +99,7 @@ def test_countdown_answers_use_each_number_once_and_hit_the_target():
         assert exact(expr) == target
         assert str(target) in row["prompt"] and all(str(n) in row["prompt"] for n in numbers)
         check_claims(row["solution"])
-        assert len(numbers) == {1: 2, 2: 3, 3: 3, 4: 4}[row["difficulty"]]
+        assert len(numbers) == {1: 2, 2: 3, 3: 4, 4: 5}[row["difficulty"]]
 
 
 @pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])

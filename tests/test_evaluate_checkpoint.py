@@ -12,7 +12,7 @@ from rlpipe.evaluate import EvalConfig, evaluate_checkpoint, grade
 from rlpipe.model.cli import main as init_model
 
 OVERALL_KEYS = {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency", "mixing_rate",
-                "mean_length", "n"}
+                "mean_length", "mixed_groups", "n"}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _check_shape(result, n, k):
     assert o["mean_length"] > 0
     cells = [c for levels in result["by_task"].values() for c in levels.values()]
     assert sum(c["n"] for c in cells) == n
-    assert all(0.0 <= c["accuracy"] <= 1.0 and 0.0 <= c["pass_at_k"] <= 1.0 for c in cells)
+    assert all(0.0 <= c[key] <= 1.0 for c in cells for key in ("accuracy", "pass_at_k", "mixed_groups"))
 
 
 def test_local_backend_writes_eval_json(artefacts, tmp_path):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rlpipe.evaluate import EvalConfig, markdown_table, pass_at_k
+from rlpipe.evaluate import EvalConfig, markdown_table, pass_at_k, per_cell
 
 
 def test_pass_at_k_matches_the_combinatorial_definition():
@@ -39,3 +39,24 @@ def test_markdown_table_has_a_row_per_task_and_a_column_per_level():
     assert "| arithmetic | 1.00 / 1.00 (n=2) | - | 0.00 / 0.50 (n=1) |" in table
     assert "| countdown | - | 1.00 / 1.00 (n=1) | - |" in table
     assert "pass@4" in table
+
+
+def test_per_cell_counts_mixed_groups_per_task_and_level():
+    rows = [{"task": "countdown", "difficulty": 1}] * 3 + [{"task": "countdown", "difficulty": 4}] * 2
+    # Correct samples out of 4 per prompt: all, some, none | some, none.
+    cells = per_cell(rows, [True, True, False, False, False], [4, 1, 0, 2, 0], n_samples=4, k=2)
+    easy, hard = cells["countdown"]["1"], cells["countdown"]["4"]
+    assert easy["accuracy"] == pytest.approx(2 / 3) and easy["n"] == 3
+    assert easy["mixed_groups"] == pytest.approx(1 / 3)  # only the prompt with 1 of 4 right
+    assert easy["pass_at_k"] == pytest.approx((1.0 + pass_at_k(4, 1, 2) + 0.0) / 3)
+    assert hard["accuracy"] == 0.0 and hard["mixed_groups"] == pytest.approx(0.5)
+    assert list(cells["countdown"]) == ["1", "4"]
+
+
+def test_markdown_table_shows_mixed_groups_when_present():
+    result = {"overall": {"accuracy": 0.5, "pass_at_k": 0.75, "k": 4, "format_rate": 1.0,
+                          "language_consistency": 0.9, "mixing_rate": 0.1, "mean_length": 42.0, "n": 2},
+              "config": {"n_samples": 8},
+              "by_task": {"equations": {"4": {"accuracy": 0.0, "pass_at_k": 0.5, "mixed_groups": 0.25, "n": 2}}}}
+    table = markdown_table(result)
+    assert "| equations | 0.00 / 0.50 / 0.25 (n=2) |" in table and "8 samples" in table
