@@ -52,10 +52,9 @@ class Size:
 
 
 SIZES = {
-    # tiny: stage 1 trains one pass over 12000 distinct sft rows, none of them in the stage-0 corpus.
-    # Measured against 3 passes over 4000 rows that stage 0 had also seen (same steps): the tiny
-    # model memorised those rows (final loss 0.09) and, on held-out prompts, wrote numbers from
-    # training traces instead of the prompt's ("Numbers: 5, 5, 5" for 5, 4, 7).
+    # tiny: stage 1 trains one pass over 12000 distinct sft rows, none of them in the stage-0 corpus,
+    # rather than 3 passes over 4000 rows stage 0 had also seen (the same steps): the tiny model
+    # memorised those (final loss 0.09) without a held-out gain.
     "tiny": Size(sft=12000, rl=2000, eval_per_cell=32, pretrain_problems=15000, pretrain_facts=700,
                  pretrain_chat=2000, nonreasoning=1500, preferences=1000),
     "small": Size(sft=15000, rl=6000, eval_per_cell=50, pretrain_problems=65000, pretrain_facts=7000,
