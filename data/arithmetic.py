@@ -11,10 +11,10 @@ level then holds prompts whose samples are neither all right nor all wrong (the 
 from), where a level of four bracketed 2-digit terms was never solved.
 
 Every intermediate value is a non-negative integer (rejection sampling), so a trace never needs
-signed column arithmetic. The trace reduces the expression one operation at a time (brackets, then
-`*` left to right, then `+`/`-` left to right); each multi-digit operation is worked in columns
-(ones, tens, ...) with carries and borrows written out -- the same scaffolding every time, which is
-what a small model can learn. The column helpers are shared with the pretraining corpus (`facts`).
+signed column arithmetic. The trace reduces the expression one operation at a time (`*` left to
+right, then `+`/`-` left to right); each multi-digit operation is worked in columns (ones, tens,
+...) with carries and borrows written out -- the same scaffolding every time, which is what a small
+model can learn. The column helpers are shared with the pretraining corpus (`facts`).
 """
 
 from __future__ import annotations
@@ -146,33 +146,15 @@ def _apply(a: int, op: str, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
-# An expression is a flat token list: ints, operators, and at most one "(" ... ")" group.
+# An expression is a flat token list of ints and operators: `[23, "+", 4, "*", 17]`.
 
 def _show(tokens: list) -> str:
-    out = ""
-    for t in tokens:
-        if t == "(":
-            out += ("" if not out or out.endswith("(") else " ") + "("
-        elif t == ")":
-            out += ")"
-        else:
-            out += ("" if not out or out.endswith("(") else " ") + str(t)
-    return out
+    return " ".join(map(str, tokens))
 
 
 def _reduce_once(tokens: list) -> tuple[list, int, str, int]:
-    """Find the next operation (brackets first, then `*`, then `+`/`-`, each left to right) and
-    return (new tokens, a, op, b)."""
-    if "(" in tokens:
-        lo = tokens.index("(")
-        hi = tokens.index(")")
-        inner = tokens[lo + 1:hi]
-        if len(inner) == 1:
-            return tokens[:lo] + inner + tokens[hi + 1:], None, None, None
-        new_inner, a, op, b = _reduce_once(inner)
-        if len(new_inner) == 1:
-            return tokens[:lo] + new_inner + tokens[hi + 1:], a, op, b
-        return tokens[:lo + 1] + new_inner + tokens[hi:], a, op, b
+    """Find the next operation (`*` first, then `+`/`-`, each left to right) and return
+    (new tokens, a, op, b)."""
     for ops in (("*",), ("+", "-")):
         for i, t in enumerate(tokens):
             if t in ops:
@@ -187,8 +169,6 @@ def evaluate(tokens: list) -> tuple[int, list[tuple[list, int, str, int]]] | Non
     history = []
     while len(tokens) > 1:
         tokens, a, op, b = _reduce_once(tokens)
-        if a is None:
-            continue
         if _apply(a, op, b) < 0 or (op == "*" and min(a, b) >= 100):
             return None
         history.append((tokens, a, op, b))
@@ -237,10 +217,7 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     e = _show(tokens)
     steps: list[Step] = []
     if len(history) > 1:
-        if "(" in tokens:
-            rule = Step("Brackets first, then multiplication, then addition and subtraction from left to right.",
-                        "先算括号，再算乘法，最后从左到右算加减。")
-        elif "*" in tokens:
+        if "*" in tokens:
             rule = Step("Multiplication first, then addition and subtraction from left to right.",
                         "先算乘法，再从左到右算加减。")
         else:
