@@ -165,3 +165,20 @@ def test_level_1_traces_rest_on_at_most_two_stated_facts(gen):
         computed = {f"{lhs} = {rhs}" for lhs, rhs in FACT.findall(think)}
         assert computed and computed <= facts, (computed - facts, think)
         assert len(computed) <= 2, think
+
+
+def test_countdown_search_reuses_the_two_number_search_and_reports_dead_ends():
+    # 7 * 5 - 3 = 32: "+ 3" wants 29 from 7, 5 (no), then "- 3" wants 35 (7 * 5, yes).
+    steps, term, pair_searches = countdown.search([7, 5, 3], 32)
+    text = "\n".join(s.en for s in steps)
+    assert term.expr == "7 * 5 - 3" and pair_searches == 2
+    assert "make 32 - 3 = 29." in text and "target 29: no." in text
+    assert text.endswith("Try 7 * 5 = 35, target 35: yes, that works!")
+    # Nothing reaches 50 from 1, 1, 1: both branches are searched, and nothing is claimed.
+    steps, term, pair_searches = countdown.search([1, 1, 1], 50)
+    assert term is None and pair_searches == 2
+    assert not any("yes" in s.en for s in steps)
+    # A wanted value that is not positive is a dead end without a search.
+    steps, term, pair_searches = countdown.search([5, 8, 9], 4)
+    assert steps[0].en == "Last step + 9: 4 - 9 is not positive."
+    assert term.expr == "5 + 8 - 9" and pair_searches == 1
