@@ -13,8 +13,9 @@ work out what the other numbers must make (`target - n`, `target + n`) and solve
 the same way. Two numbers are the level-1 search: compare the value wanted with the larger number
 (above it only + or * can reach it, below it only - or /) and try those two operations. Failed
 branches stay in the trace, computed correctly and checked against the value wanted ("= 11,
-target 7: no"), the way a person searches. Every value is a positive integer (divisions are exact) and the values wanted stay within
-the pretraining fact tables (up to 69). The `answer` column holds the expression the search finds.
+target 7: no"), the way a person searches. Every value is a positive integer (divisions are exact)
+and the values wanted stay within the pretraining fact tables (up to 69). The `answer` column holds
+the expression the search finds.
 """
 
 from __future__ import annotations
@@ -60,30 +61,24 @@ def combine(x: Term, op: str, y: Term) -> Term | None:
     return Term(v, f"{left} {op} {right}", p)
 
 
-def _random_chain(rng: random.Random, numbers: list[int], limit: int):
-    """The level-1 puzzle: combine two numbers with a random operation. Returns (term, [(x, op, y,
-    result)]) or None if the step is invalid or exceeds `limit`."""
+def _random_pair(rng: random.Random, numbers: list[int]) -> Term | None:
+    """The two numbers combined by a random operation (larger first for - and /), or None when the
+    result is not a positive integer."""
     x, y = Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1]))
     op = rng.choice("+-*/")
     if op in "-/" and x.value < y.value:
         x, y = y, x
-    r = combine(x, op, y)
-    if r is None or r.value > limit:
-        return None
-    return r, [(x, op, y, r)]
+    return combine(x, op, y)
 
 
 def _ordered_chain(rng: random.Random, numbers: list[int]) -> Term | None:
     """Levels 2-4: the first two numbers combined by any operation, then each later number added or
     taken away, in the listed order. None when a value is not a positive integer."""
-    built = _random_chain(rng, numbers[:2], limit=81)
-    if built is None:
-        return None
-    term = built[0]
+    term = _random_pair(rng, numbers[:2])
     for n in numbers[2:]:
-        term = combine(term, rng.choice("+-"), Term(n, str(n)))
         if term is None:
             return None
+        term = combine(term, rng.choice("+-"), Term(n, str(n)))
     return term
 
 
@@ -180,11 +175,7 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     count = COUNT[difficulty]
     while True:
         numbers = [rng.randint(1, 9) for _ in range(count)]
-        if difficulty == 1:
-            built = _random_chain(rng, numbers, limit=81)
-            term = built[0] if built else None
-        else:
-            term = _ordered_chain(rng, numbers)
+        term = _random_pair(rng, numbers) if difficulty == 1 else _ordered_chain(rng, numbers)
         if term is None or (difficulty > 1 and term.value in numbers):
             continue
         target = term.value
