@@ -5,7 +5,8 @@ Levels (difficulty):
 2. a 2-digit number plus or minus a 1-digit one (one carry or borrow), or three 1-digit numbers
    added and subtracted left to right (`8 + 7 - 6`);
 3. two 2-digit numbers added or subtracted, or three 1-digit numbers with precedence (`6 + 4 * 3`);
-4. three terms with 1-2 digit numbers, `+ - *` with precedence (`23 + 4 * 17 - 15`).
+4. three terms with 1-2 digit numbers and at least one product by a 1-digit number, `+ - *` with
+   precedence (`29 + 3 * 6`, `19 * 3 - 24`).
 Each level adds about one worked operation to the one below: measured on the tiny model, every
 level then holds prompts whose samples are neither all right nor all wrong (the groups GRPO learns
 from), where a level of four bracketed 2-digit terms was never solved.
@@ -190,12 +191,17 @@ def _operands(rng: random.Random, difficulty: int) -> list:
         if rng.random() < 0.5:
             return [rng.randint(10, 99), rng.choice("+-"), rng.randint(10, 99)]
         return [rng.randint(1, 9), rng.choice("+-*"), rng.randint(1, 9), rng.choice("+-*"), rng.randint(1, 9)]
-    toks = []
-    for i in range(3):
-        if i:
-            toks.append(rng.choice("+-*"))
-        toks.append(rng.randint(2, 9) if toks and toks[-1] == "*" else rng.randint(2, 60))
-    return toks
+    # Level 4 always multiplies: of three-term expressions on the tiny model (run t6), those with only
+    # + and - were solved 10 times in 15, those with a product 4 times in 18 -- the product (worked in
+    # columns, or done first although written second) is the level-4 skill.
+    while True:
+        toks = []
+        for i in range(3):
+            if i:
+                toks.append(rng.choice("+-*"))
+            toks.append(rng.randint(2, 9) if toks and toks[-1] == "*" else rng.randint(2, 60))
+        if "*" in toks:
+            return toks
 
 
 PROMPTS_EN = ("Compute {e}.", "What is {e}?", "Calculate {e}.", "Evaluate {e}.")

@@ -6,8 +6,8 @@ Writes `datasets.save_to_disk` folders under DIR:
 - `rl`: task rows for the RL stages (solutions kept as references, never mixed);
 - `pretrain`: a text corpus (column `text`) for stage 0 -- whole chats (`<|bos|><|user|>prompt
   <|assistant|>solution<|eos|>`) from training problems, the basic arithmetic facts many times over
-  (`arithmetic.FACT_REPEATS`), worked column arithmetic, and
-  non-reasoning chats; every document already has its `<|bos|>`/`<|eos|>`;
+  (`arithmetic.FACT_REPEATS`), worked column arithmetic, the countdown search's comparisons
+  (`countdown.COMPARISON_REPEATS`), and non-reasoning chats; every document already has its `<|bos|>`/`<|eos|>`;
 - `nonreasoning`: short instructions answered without reasoning (stage 3);
 - `preferences`: (prompt, chosen, rejected, task, language, kind) pairs (stage 4).
 Also `DIR/tokenizer` (a byte-level BPE trained on the corpus, unless `--tokenizer` names one) and
@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data import arithmetic, chat, preferences, splits
+from data import arithmetic, chat, countdown, preferences, splits
 from data.problem import make_row, task_features
 from rlpipe.tokenizer import BOS, EOS, render_chat
 
@@ -134,6 +134,7 @@ def build_pretrain(cfg: BuildConfig, size: Size, excluded: set[str]) -> tuple[li
             mixed += row["mixed_language"]
             docs.append(_chat_text(row["prompt"], row["solution"]))
     docs += [f"{BOS}{fact}{EOS}" for fact in arithmetic.facts(rng, size.pretrain_facts)]
+    docs += [f"{BOS}{fact}{EOS}" for fact in countdown.comparison_facts(rng)]
     docs += [_chat_text(r["prompt"], r["solution"]) for r in build_nonreasoning(cfg, size.pretrain_chat, "pretrain-chat")]
     rng.shuffle(docs)
     return [{"text": t} for t in docs], mixed

@@ -200,3 +200,39 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         numbers=numbers,
         target=target,
     )
+
+
+# Passes over the comparison facts in the pretraining corpus. Measured on the tiny model (run t6):
+# 7 of the 12 level-1 misses began with a wrong comparison of close numbers ("5 is smaller than 4,
+# so try - or /"), the one fact the search takes on trust. All 621 facts (~7 tokens each) 12 times,
+# and the 162 with a value wanted under 19 another 24 times: ~80k tokens, ~4 % of the corpus.
+COMPARISON_REPEATS = 12
+CLOSE_COMPARISON_REPEATS = 24
+
+
+def comparison_lines(largest: int = MAX_WANTED) -> list[tuple[str, str]]:
+    """(en, zh) for every comparison the search makes: a value wanted (1..largest) against a
+    1-digit number, in the words of the trace's comparison step."""
+    lines = []
+    for a in range(1, largest + 1):
+        for b in range(1, 10):
+            if a > b:
+                lines.append((f"{a} is bigger than {b}.", f"{a} 比 {b} 大。"))
+            elif a < b:
+                lines.append((f"{a} is smaller than {b}.", f"{a} 比 {b} 小。"))
+            else:
+                lines.append((f"{a} equals {b}.", f"{a} 等于 {b}。"))
+    return lines
+
+
+def comparison_facts(rng: random.Random) -> list[str]:
+    """Pretraining documents: `comparison_lines` over and over (the close ones more often), in a
+    fresh random order each pass, eight to a document, each document in one language."""
+    passes = [comparison_lines()] * COMPARISON_REPEATS + [comparison_lines(18)] * CLOSE_COMPARISON_REPEATS
+    docs = []
+    for lines in passes:
+        order = rng.sample(lines, len(lines))
+        for i in range(0, len(order), 8):
+            language = rng.randrange(2)
+            docs.append((" " if language == 0 else "").join(pair[language] for pair in order[i:i + 8]))
+    return docs

@@ -121,8 +121,9 @@ def test_manifest_reports_token_lengths_per_split(micro):
     assert on_disk["tokens"].keys() == set(SPLITS)
     for split, s in on_disk["tokens"].items():
         assert 0 < s["mean"] <= s["max"] and s["total"] > 0, split
-    # Short sequences for a tiny model: almost everything fits in 256 tokens, nothing near 512.
-    assert on_disk["tokens"]["sft"]["over_256"] < 0.05 and on_disk["tokens"]["sft"]["max"] < 448
+    # Short sequences for a tiny model: most rows fit in 256 tokens, none near 384 (with this
+    # micro build's small tokenizer; the tiny build's longest row is ~290, within stage 1's 320).
+    assert on_disk["tokens"]["sft"]["over_256"] < 0.1 and on_disk["tokens"]["sft"]["over_384"] == 0
     assert on_disk["tokens"]["sft"]["by_cell"]["arithmetic/1"]["max"] < 64
 
 

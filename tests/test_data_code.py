@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -105,27 +106,54 @@ def test_chain_solutions_pass_their_tests_and_a_broken_variant_fails(tmp_path):
     assert all(rc != 0 for rc in bad), [b for (_, b), rc in zip(broken, bad) if rc == 0]
 
 
-def test_level_4_chains_compose_three_steps_in_many_shapes():
+def test_level_4_chains_compose_their_steps_in_many_shapes():
     rng = random.Random(4)
-    chains = [code_chains.random_chain(rng, 4) for _ in range(400)]
-    assert all(c.filter is not None and c.map is not None for c in chains)
-    shapes = {(c.filter.kind, c.map.kind, c.filter_first, c.reduce) for c in chains}
+    two = [code_chains.random_chain(rng, 2) for _ in range(400)]
+    assert all(c.map is not None and len(c.filters) == 1 for c in two)
+    shapes = {(c.filters[0].kind, c.map.kind, c.pre is not None, c.reduce) for c in two}
     assert len(shapes) > 150  # 6 filters x 5 maps x 2 orders x 5 reductions = 300 shapes before constants
-    level3 = [code_chains.random_chain(rng, 3) for _ in range(100)]
-    assert all((c.filter is None) != (c.map is None) for c in level3)
+    assert 0.45 < sum(c.pre is not None for c in two) / len(two) < 0.75  # filter first 60 % of the time
+    three = [code_chains.random_chain(rng, 3) for _ in range(200)]
+    assert all(c.pre and c.map and c.post for c in three)
+    one = [code_chains.random_chain(rng, 1) for _ in range(100)]
+    assert all((c.pre is None) != (c.map is None) and c.post is None for c in one)
     problems = [code_tasks.generate_function(rng, 4) for _ in range(200)]
     assert all(p.key.startswith("code:chain|") for p in problems)
     assert len({p.key for p in problems}) == len(problems)
+    # Programs are a step longer at level 4: filter, map, filter of the results.
+    io4 = [code_tasks.generate_io(rng, 4) for _ in range(50)]
+    assert all(p.answer.count("if ") >= 2 and "v = " in p.answer for p in io4)
     mixed = [code_tasks.generate_io(rng, 3).key.startswith("code_io:chain|") for _ in range(200)]
     assert 0.3 < sum(mixed) / len(mixed) < 0.7  # level 3: half templates, half chains
 
 
+def test_chain_cases_tell_every_step_apart():
+    """A solution that skips any one step of a chain fails at least one case -- including an "ne"
+    filter of the mapped results, whose dropped value the cases must reach. Chains whose step
+    hardly matters on small inputs (`even` after `* 2`) are redrawn."""
+    rng = random.Random(6)
+    for steps in (1, 2, 3):
+        for _ in range(100):
+            c, cases = code_chains.chain_with_cases(rng, steps, 4, shortest=1)
+            assert len(cases) == 4 and all(cases)
+            for step in ("pre", "map", "post"):
+                if getattr(c, step):
+                    skip = replace(c, **{step: None})
+                    assert any(code_chains.run_chain(c, x) != code_chains.run_chain(skip, x) for x in cases), (c, step)
+    planted = code_chains.Chain(code_chains.Filter("gt", -3), code_chains.Map("add", 4),
+                                code_chains.Filter("ne", 7), "list")
+    assert code_chains._dropped_inputs(planted) == [[3]]  # 3 + 4 == 7
+    assert any(3 in x for x in code_chains._cases(random.Random(0), planted, 4, 0))
+    redundant = code_chains.Chain(None, code_chains.Map("mul", 2), code_chains.Filter("even"), "sum")
+    assert code_chains._cases(random.Random(0), redundant, 4, 0) is None
+
+
 def test_chain_prompt_states_every_step_in_words():
-    c = code_chains.Chain(code_chains.Filter("gt", 3), code_chains.Map("affine", 2, 5), False, "max", -1)
+    c = code_chains.Chain(None, code_chains.Map("affine", 2, 5), code_chains.Filter("gt", 3), "max", -1)
     en, zh = code_chains.describe(c)
     assert en == ("multiplies each by 2 and then adds 5, keeps only the results greater than 3, and returns "
                   "the largest of what is left (-1 if nothing is left)")
     assert "乘以 2 再加上 5" in zh and "大于 3" in zh and "-1" in zh
     # Filtering the mapped results is not filtering the inputs: 1 -> 7 is kept, 0 -> 5 is kept.
     assert code_chains.run_chain(c, [1, 0, -1]) == 7
-    assert code_chains.run_chain(code_chains.Chain(c.filter, c.map, True, "max", -1), [1, 0, -1]) == -1
+    assert code_chains.run_chain(code_chains.Chain(c.post, c.map, None, "max", -1), [1, 0, -1]) == -1

@@ -79,6 +79,17 @@ def test_arithmetic_column_steps_are_true():
             assert exact(lhs) == int(rhs)
 
 
+def test_arithmetic_level_4_always_has_a_product():
+    """Level 4 is three terms with a product (the level's skill); lower levels stay as described."""
+    rng = random.Random(5)
+    level4 = [arithmetic.generate(rng, 4).key.split(":", 1)[1].split() for _ in range(200)]
+    assert all(len(t) == 5 and "*" in t for t in level4)
+    assert {t[1] for t in level4} == {"+", "-", "*"}  # products first, second or both
+    assert any(t[3] == "*" and t[1] != "*" for t in level4)  # written second, done first
+    level2 = [arithmetic.generate(rng, 2).key.split(":", 1)[1] for _ in range(100)]
+    assert not any("*" in e for e in level2)
+
+
 def test_equation_answers_satisfy_the_equation_in_lowest_terms():
     for row in rows(equations.generate):
         check_format(row)
@@ -182,3 +193,32 @@ def test_countdown_search_reuses_the_two_number_search_and_reports_dead_ends():
     steps, term, pair_searches = countdown.search([5, 8, 9], 4)
     assert steps[0].en == "Last step + 9: 4 - 9 is not positive."
     assert term.expr == "5 + 8 - 9" and pair_searches == 1
+
+
+def test_countdown_comparison_facts_are_true_and_cover_every_comparison_in_the_traces():
+    lines = countdown.comparison_lines()
+    en_facts = {en for en, _ in lines}
+    zh_facts = {zh for _, zh in lines}
+    for en, zh in lines:
+        a, word, b = re.fullmatch(r"(\d+) (is bigger than|is smaller than|equals) (\d+)\.", en).groups()
+        a, b = int(a), int(b)
+        assert {"is bigger than": a > b, "is smaller than": a < b, "equals": a == b}[word]
+        assert zh == (f"{a} 比 {b} 大。" if a > b else f"{a} 比 {b} 小。" if a < b else f"{a} 等于 {b}。")
+    seen = 0
+    for i, row in enumerate(rows(countdown.generate)):
+        for a, word, b in re.findall(r"(\d+) (is bigger than|is smaller than|equals) (\d+),", row["solution"]):
+            assert f"{a} {word} {b}." in en_facts, (a, word, b)
+            seen += 1
+        for a, b, word in re.findall(r"(\d+) 比 (\d+) (大|小)，", row["solution"]):
+            assert f"{a} 比 {b} {word}。" in zh_facts
+            seen += 1
+    assert seen > 4 * N_PER_LEVEL
+    text = "\n".join(countdown.comparison_facts(random.Random(0)))
+
+    def count(en, zh):  # occurrences in either language, not inside a longer number ("15 is ...")
+        return sum(len(re.findall(rf"(?<!\d){re.escape(f)}", text)) for f in (en, zh))
+
+    # Every fact COMPARISON_REPEATS times, the close ones (value wanted under 19) more often.
+    assert count("44 is bigger than 8.", "44 比 8 大。") == countdown.COMPARISON_REPEATS
+    assert count("5 is bigger than 4.", "5 比 4 大。") == (countdown.COMPARISON_REPEATS
+                                                           + countdown.CLOSE_COMPARISON_REPEATS)
