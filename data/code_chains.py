@@ -104,10 +104,6 @@ class Chain:
     default: int = 0  # what max/min give when nothing is left
 
     @property
-    def filters(self) -> tuple[Filter, ...]:
-        return tuple(f for f in (self.pre, self.post) if f is not None)
-
-    @property
     def key(self) -> str:
         return repr(self)
 

@@ -109,8 +109,8 @@ def test_chain_solutions_pass_their_tests_and_a_broken_variant_fails(tmp_path):
 def test_level_4_chains_compose_their_steps_in_many_shapes():
     rng = random.Random(4)
     two = [code_chains.random_chain(rng, 2) for _ in range(400)]
-    assert all(c.map is not None and len(c.filters) == 1 for c in two)
-    shapes = {(c.filters[0].kind, c.map.kind, c.pre is not None, c.reduce) for c in two}
+    assert all(c.map is not None and (c.pre is None) != (c.post is None) for c in two)
+    shapes = {((c.pre or c.post).kind, c.map.kind, c.pre is not None, c.reduce) for c in two}
     assert len(shapes) > 150  # 6 filters x 5 maps x 2 orders x 5 reductions = 300 shapes before constants
     assert 0.45 < sum(c.pre is not None for c in two) / len(two) < 0.75  # filter first 60 % of the time
     three = [code_chains.random_chain(rng, 3) for _ in range(200)]
