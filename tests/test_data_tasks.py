@@ -111,6 +111,9 @@ def test_countdown_answers_use_each_number_once_and_hit_the_target():
         assert str(target) in row["prompt"] and all(str(n) in row["prompt"] for n in numbers)
         check_claims(row["solution"])
         assert len(numbers) == {1: 2, 2: 3, 3: 4, 4: 5}[row["difficulty"]]
+        # Two-number searches in the trace (one "so try" line each), within the level's budget.
+        searches = len(re.findall(r"so try|所以试", row["solution"]))
+        assert 1 <= searches <= countdown.MAX_PAIR_SEARCHES[row["difficulty"]]
 
 
 @pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
