@@ -7,7 +7,8 @@ Writes `datasets.save_to_disk` folders under DIR:
 - `pretrain`: a text corpus (column `text`) for stage 0 -- whole chats (`<|bos|><|user|>prompt
   <|assistant|>solution<|eos|>`) from training problems, the basic arithmetic facts many times over
   (`arithmetic.FACT_REPEATS`), worked column arithmetic, the countdown search's comparisons
-  (`countdown.COMPARISON_REPEATS`), and non-reasoning chats; every document already has its `<|bos|>`/`<|eos|>`;
+  (`countdown.COMPARISON_REPEATS`), and non-reasoning chats; every document already has its
+  `<|bos|>`/`<|eos|>`;
 - `nonreasoning`: short instructions answered without reasoning (stage 3);
 - `preferences`: (prompt, chosen, rejected, task, language, kind) pairs (stage 4).
 Also `DIR/tokenizer` (a byte-level BPE trained on the corpus, unless `--tokenizer` names one) and
