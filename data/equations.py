@@ -4,7 +4,7 @@ Levels (difficulty):
 1. `ax + b = c` with a in 1..3 and a 1-digit positive solution (`2x + 3 = 11`);
 2. `ax + b = c` / `ax - b = c` with a up to 9 and a negative or positive integer solution;
 3. x on both sides, `ax + b = cx + d`, integer solution;
-4. brackets on both sides, `a(x + b) + e = c(x - d)`, a solution that is usually a fraction.
+4. brackets on both sides, `a(x + b) + e = c(x - d)`, a fraction or (about half the time) an integer.
 
 The answer column holds the value of x in lowest terms (`4`, `-3`, `7/3`, `-7/3`); the solution writes
 `x = <value>` inside `<answer>`. Traces always follow the same scaffold: expand brackets, move x terms
