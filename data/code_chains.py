@@ -246,11 +246,12 @@ def _cases(rng: random.Random, chain: Chain, n: int, shortest: int) -> list[list
     steps -- so a solution that skips a step fails the tests. None when 50 draws find no such cases
     (the step hardly matters for small inputs, as `even` after `* 2`)."""
     skipped = [replace(chain, **{step: None}) for step in ("pre", "map", "post") if getattr(chain, step)]
+    # A random list rarely holds the one value an "ne" filter drops: plant an input that reaches it.
+    dropped = _dropped_inputs(chain)
     for _ in range(50):
         cases = [[rng.randint(-9, 20) for _ in range(rng.randint(3, 7))] for _ in range(n - 1)]
         cases.append([rng.randint(-9, 20) for _ in range(rng.randint(shortest, 2))])
-        # A random list rarely holds the one value an "ne" filter drops: plant an input that reaches it.
-        for i, hits in enumerate(_dropped_inputs(chain)):
+        for i, hits in enumerate(dropped):
             if hits:
                 cases[1 + i][rng.randrange(len(cases[1 + i]))] = rng.choice(hits)
         if all(any(run_chain(chain, c) != run_chain(other, c) for c in cases) for other in skipped):

@@ -93,6 +93,16 @@ def _try_text(x: Term, op: str, y: Term, r: Term, wanted: int) -> Step:
                 f"试 {x.value} {op} {y.value} = {r.value}，目标 {wanted}：不对。")
 
 
+def comparison(a: int, b: int) -> tuple[str, str]:
+    """`a` against `b` in words (en, zh): the trace's comparison step and the corpus's comparison
+    facts share this wording."""
+    if a > b:
+        return f"{a} is bigger than {b}", f"{a} 比 {b} 大"
+    if a < b:
+        return f"{a} is smaller than {b}", f"{a} 比 {b} 小"
+    return f"{a} equals {b}", f"{a} 等于 {b}"
+
+
 def _pair_search(numbers: list[int], wanted: int) -> tuple[list[Step], Term | None]:
     """Make `wanted` from two numbers. Compare it with the larger number first (no arithmetic):
     above it only + or * can reach it, below it only - or /, equal to it only * (by 1). Then try
@@ -100,16 +110,15 @@ def _pair_search(numbers: list[int], wanted: int) -> tuple[list[Step], Term | No
     most two 1-digit facts. Returns (steps, the term that works or None)."""
     big, small = Term(max(numbers), str(max(numbers))), Term(min(numbers), str(min(numbers)))
     first, second = Term(numbers[0], str(numbers[0])), Term(numbers[1], str(numbers[1]))
+    en, zh = comparison(wanted, big.value)
     if wanted > big.value:
-        steps = [Step(f"{wanted} is bigger than {big.value}, so try + or *.",
-                      f"{wanted} 比 {big.value} 大，所以试 + 或 *。")]
+        steps = [Step(f"{en}, so try + or *.", f"{zh}，所以试 + 或 *。")]
         tries = (("+", first, second), ("*", first, second))
     elif wanted < big.value:
-        steps = [Step(f"{wanted} is smaller than {big.value}, so try - or /.",
-                      f"{wanted} 比 {big.value} 小，所以试 - 或 /。")]
+        steps = [Step(f"{en}, so try - or /.", f"{zh}，所以试 - 或 /。")]
         tries = (("-", big, small), ("/", big, small))
     else:
-        steps = [Step(f"{wanted} equals {big.value}, so try * (by 1).", f"{wanted} 等于 {big.value}，所以试 *（乘以 1）。")]
+        steps = [Step(f"{en}, so try * (by 1).", f"{zh}，所以试 *（乘以 1）。")]
         tries = (("*", big, small),)
     for op, x, y in tries:
         r = combine(x, op, y)
@@ -215,16 +224,12 @@ CLOSE_COMPARISON_REPEATS = 24
 
 def comparison_lines(largest: int = MAX_WANTED) -> list[tuple[str, str]]:
     """(en, zh) for every comparison the search makes: a value wanted (1..largest) against a
-    1-digit number, in the words of the trace's comparison step."""
+    1-digit number, as sentences in the words of the trace's comparison step."""
     lines = []
     for a in range(1, largest + 1):
         for b in range(1, 10):
-            if a > b:
-                lines.append((f"{a} is bigger than {b}.", f"{a} 比 {b} 大。"))
-            elif a < b:
-                lines.append((f"{a} is smaller than {b}.", f"{a} 比 {b} 小。"))
-            else:
-                lines.append((f"{a} equals {b}.", f"{a} 等于 {b}。"))
+            en, zh = comparison(a, b)
+            lines.append((en + ".", zh + "。"))
     return lines
 
 
