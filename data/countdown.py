@@ -5,7 +5,8 @@ learned level 1 has learned the inner loop of every level:
 1. two 1-digit numbers, one operation;
 2. three 1-digit numbers: the first two combined by any operation, then the third added or taken away;
 3. four 1-digit numbers, the last two each added or taken away;
-4. five 1-digit numbers, the last three each added or taken away.
+4. five 1-digit numbers, the last three each added or taken away; one, two or three two-number
+   searches, a third of the puzzles each (`SEARCHES`).
 
 The puzzles of levels 2-4 are built as a chain in the order the numbers are listed, so the search in
 the trace is complete for them: keep the last number for the last step, and for `+ n` then `- n`
@@ -173,18 +174,25 @@ PROMPTS_ZH = (
 
 COUNT = {1: 2, 2: 3, 3: 4, 4: 5}  # difficulty -> how many numbers
 MAX_WANTED = 69  # largest value any step of the search may ask for (the fact tables reach 60 + 9)
-# At most this many two-number searches per trace (the rest are failed branches), which keeps
-# traces within 256 tokens (level 4 with three allowed: 19 % over). Tried and dropped: level 4
-# with exactly two searches (the first branch always failing) was solved no less often by the tiny
-# model (0.47 and 0.31 on two data seeds, against 0.41 and 0.38 as here) -- a fixed shape of search
-# gives the shape of the answer away.
-MAX_PAIR_SEARCHES = {1: 1, 2: 2, 3: 3, 4: 2}
+# Two-number searches per trace (the rest are failed branches). Levels 1-3 keep the share that
+# random chains give (at level 3: 1, 2 or 3 searches). Level 4 draws its count evenly from 1-3:
+# left to chance, 69 % of five-number chains need one search (every `+` branch works at once), and
+# the tiny model solved level 4 more often than level 3 (0.41 and 0.38 against 0.28 on two data
+# seeds). Tried and dropped: level 4 with exactly two searches (0.47 and 0.31) -- a fixed shape of
+# search gives the shape of the answer away.
+SEARCHES = {1: (1,), 2: (1, 2), 3: (1, 2, 3), 4: (1, 2, 3)}
+DRAW_SEARCHES = {4}  # levels whose search count is drawn evenly rather than left to chance
+# Trace lines, the numbers and the closing line included: 16 keeps a completion within 256 tokens
+# (measured with the tiny tokenizer: 16 lines at most 255 tokens, 17 lines up to 270).
+MAX_TRACE_LINES = 16
 
 
 def generate(rng: random.Random, difficulty: int) -> Problem:
     """One countdown puzzle at `difficulty`: random 1-digit numbers and a random valid chain over
-    them (so it is solvable), kept when the search finds a solution within the trace budget."""
+    them (so it is solvable), kept when the search finds a solution with the level's number of
+    two-number searches (`SEARCHES`, drawn first at level 4) within `MAX_TRACE_LINES`."""
     count = COUNT[difficulty]
+    searches = rng.choice(SEARCHES[difficulty]) if difficulty in DRAW_SEARCHES else None
     while True:
         numbers = [rng.randint(1, 9) for _ in range(count)]
         term = _random_pair(rng, numbers) if difficulty == 1 else _ordered_chain(rng, numbers)
@@ -194,7 +202,8 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         if target + sum(numbers[2:]) > MAX_WANTED:
             continue
         tried, final, pair_searches = search(numbers, target)
-        if final is not None and pair_searches <= MAX_PAIR_SEARCHES[difficulty]:
+        if (final is not None and pair_searches in SEARCHES[difficulty]
+                and searches in (None, pair_searches) and len(tried) + 2 <= MAX_TRACE_LINES):
             break
     steps = [Step(f"Numbers: {_listed(numbers, 'en')}. Target: {target}.",
                   f"数字：{_listed(numbers, 'zh')}。目标：{target}。")]

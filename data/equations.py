@@ -4,7 +4,8 @@ Levels (difficulty):
 1. `ax + b = c` with a in 1..3 and a 1-digit positive solution (`2x + 3 = 11`);
 2. `ax + b = c` / `ax - b = c` with a up to 9 and a negative or positive integer solution;
 3. x on both sides, `ax + b = cx + d`, integer solution;
-4. brackets on both sides, `a(x + b) + e = c(x - d)`, a fraction or (about half the time) an integer.
+4. brackets on both sides, `a(x + b) = c(x - d)` with a, c up to 5 and b, d up to 6; an integer (three
+   times in four) or a fraction.
 
 The answer column holds the value of x in lowest terms (`4`, `-3`, `7/3`, `-7/3`); the solution writes
 `x = <value>` inside `<answer>`. Traces always follow the same scaffold: expand brackets, move x terms
@@ -116,21 +117,21 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         eq = f"{linear_text(a, b)} = {linear_text(c, d)}"
         lhs_a, lhs_b, rhs_c, rhs_d = a, b, c, d
     else:
+        # Level 4 was `k1(x + s1) + e = k2(x + s2)` with k up to 7 and s up to 9: the tiny model
+        # solved 0-3 % of it greedily, and at most 1 prompt in 32 had mixed outcomes (three data
+        # seeds), most misses wrong expansions (`2(x - 8) = 2x - 18`). One step less (no `+ e`)
+        # and products within 5 x 6 leave the level's skill, expanding two brackets.
         while True:
-            k1, k2 = rng.randint(2, 7), rng.randint(1, 7)
-            s1, s2 = _nonzero(rng, -9, 9), _nonzero(rng, -9, 9)
-            e = _nonzero(rng, -12, 12)
+            k1, k2 = rng.randint(2, 5), rng.randint(1, 5)
+            s1, s2 = _nonzero(rng, -6, 6), _nonzero(rng, -6, 6)
             if k1 != k2:
                 break
-        # k1(x + s1) + e = k2(x + s2)
-        eq = f"{_bracket(k1, s1)} {'+' if e > 0 else '-'} {abs(e)} = {_bracket(k2, s2)}"
-        lhs_a, lhs_b = k1, k1 * s1 + e
+        # k1(x + s1) = k2(x + s2)
+        eq = f"{_bracket(k1, s1)} = {_bracket(k2, s2)}"
+        lhs_a, lhs_b = k1, k1 * s1
         rhs_c, rhs_d = k2, k2 * s2
-        steps.append(Step(
-            f"Expand the left side: {_bracket(k1, s1)} {'+' if e > 0 else '-'} {abs(e)} = "
-            f"{linear_text(k1, k1 * s1)} {'+' if e > 0 else '-'} {abs(e)} = {linear_text(lhs_a, lhs_b)}.",
-            f"展开左边：{_bracket(k1, s1)} {'+' if e > 0 else '-'} {abs(e)} = "
-            f"{linear_text(k1, k1 * s1)} {'+' if e > 0 else '-'} {abs(e)} = {linear_text(lhs_a, lhs_b)}。"))
+        steps.append(Step(f"Expand the left side: {_bracket(k1, s1)} = {linear_text(lhs_a, lhs_b)}.",
+                          f"展开左边：{_bracket(k1, s1)} = {linear_text(lhs_a, lhs_b)}。"))
         steps.append(Step(f"Expand the right side: {_bracket(k2, s2)} = {linear_text(rhs_c, rhs_d)}.",
                           f"展开右边：{_bracket(k2, s2)} = {linear_text(rhs_c, rhs_d)}。"))
         steps.append(math_step(f"{linear_text(lhs_a, lhs_b)} = {linear_text(rhs_c, rhs_d)}."))

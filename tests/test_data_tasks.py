@@ -113,7 +113,16 @@ def test_countdown_answers_use_each_number_once_and_hit_the_target():
         assert len(numbers) == {1: 2, 2: 3, 3: 4, 4: 5}[row["difficulty"]]
         # Two-number searches in the trace (one "so try" line each), within the level's budget.
         searches = len(re.findall(r"so try|所以试", row["solution"]))
-        assert 1 <= searches <= countdown.MAX_PAIR_SEARCHES[row["difficulty"]]
+        assert searches in countdown.SEARCHES[row["difficulty"]]
+        assert len(row["solution"].split(THINK_CLOSE)[0].splitlines()) - 1 <= countdown.MAX_TRACE_LINES
+
+
+def test_countdown_level_4_draws_one_two_or_three_searches_evenly():
+    """Left to chance most five-number chains need one search; level 4 draws the count instead."""
+    rng = random.Random(11)
+    counts = Counter(countdown.search(p.numbers, p.target)[2]
+                     for p in (countdown.generate(rng, 4) for _ in range(300)))
+    assert set(counts) == {1, 2, 3} and min(counts.values()) > 70, counts
 
 
 @pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
