@@ -5,8 +5,8 @@ learned level 1 has learned the inner loop of every level:
 1. two 1-digit numbers, one operation;
 2. three 1-digit numbers: the first two combined by any operation, then the third added or taken away;
 3. four 1-digit numbers, the last two each added or taken away;
-4. five 1-digit numbers, the last three each added or taken away; one, two or three two-number
-   searches, a third of the puzzles each (`SEARCHES`).
+4. five 1-digit numbers, the last three each added or taken away; half the puzzles need one
+   two-number search, a quarter two, a quarter three (`SEARCHES`).
 
 The puzzles of levels 2-4 are built as a chain in the order the numbers are listed, so the search in
 the trace is complete for them: keep the last number for the last step, and for `+ n` then `- n`
@@ -175,13 +175,17 @@ PROMPTS_ZH = (
 COUNT = {1: 2, 2: 3, 3: 4, 4: 5}  # difficulty -> how many numbers
 MAX_WANTED = 69  # largest value any step of the search may ask for (the fact tables reach 60 + 9)
 # Two-number searches per trace (the rest are failed branches). Levels 1-3 keep the share that
-# random chains give (at level 3: 1, 2 or 3 searches). Level 4 draws its count evenly from 1-3:
-# left to chance, 69 % of five-number chains need one search (every `+` branch works at once), and
-# the tiny model solved level 4 more often than level 3 (0.41 and 0.38 against 0.28 on two data
-# seeds). Tried and dropped: level 4 with exactly two searches (0.47 and 0.31) -- a fixed shape of
-# search gives the shape of the answer away.
-SEARCHES = {1: (1,), 2: (1, 2), 3: (1, 2, 3), 4: (1, 2, 3)}
-DRAW_SEARCHES = {4}  # levels whose search count is drawn evenly rather than left to chance
+# random chains give (at level 3: 1, 2 or 3 searches). Level 4 draws its count from `SEARCHES[4]`
+# (so half the puzzles need one search, a quarter two, a quarter three). Measured on the tiny model:
+# - left to chance with at most two searches, 69 % of five-number chains need one (every `+` branch
+#   works at once), and level 4 was solved more often than level 3 (0.41 and 0.38 against 0.28 on
+#   two data seeds);
+# - exactly two searches (the first branch always failing): 0.47 and 0.31 -- a fixed shape of search
+#   gives the shape of the answer away;
+# - one, two and three searches a third each: 0.06, with 1 prompt in 32 of mixed outcomes (seed 0;
+#   the model lost track of the numbers when backing out of three levels of search).
+SEARCHES = {1: (1,), 2: (1, 2), 3: (1, 2, 3), 4: (1, 1, 2, 3)}
+DRAW_SEARCHES = {4}  # levels whose search count is drawn from `SEARCHES` rather than left to chance
 # Trace lines, the numbers and the closing line included: 16 keeps a completion within 256 tokens
 # (measured with the tiny tokenizer: 16 lines at most 255 tokens, 17 lines up to 270).
 MAX_TRACE_LINES = 16

@@ -117,12 +117,13 @@ def test_countdown_answers_use_each_number_once_and_hit_the_target():
         assert len(row["solution"].split(THINK_CLOSE)[0].splitlines()) - 1 <= countdown.MAX_TRACE_LINES
 
 
-def test_countdown_level_4_draws_one_two_or_three_searches_evenly():
-    """Left to chance most five-number chains need one search; level 4 draws the count instead."""
+def test_countdown_level_4_draws_its_number_of_searches():
+    """Left to chance 69 % of five-number chains need one search; level 4 draws the count instead:
+    one search half the time, two or three a quarter each."""
     rng = random.Random(11)
     counts = Counter(countdown.search(p.numbers, p.target)[2]
                      for p in (countdown.generate(rng, 4) for _ in range(300)))
-    assert set(counts) == {1, 2, 3} and min(counts.values()) > 70, counts
+    assert set(counts) == {1, 2, 3} and counts[1] > 120 and min(counts[2], counts[3]) > 50, counts
 
 
 @pytest.mark.parametrize("gen", [arithmetic.generate, equations.generate, countdown.generate])
