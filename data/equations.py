@@ -130,10 +130,9 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         eq = f"{_bracket(k1, s1)} = {_bracket(k2, s2)}"
         lhs_a, lhs_b = k1, k1 * s1
         rhs_c, rhs_d = k2, k2 * s2
-        steps.append(Step(f"Expand the left side: {_bracket(k1, s1)} = {linear_text(lhs_a, lhs_b)}.",
-                          f"展开左边：{_bracket(k1, s1)} = {linear_text(lhs_a, lhs_b)}。"))
-        steps.append(Step(f"Expand the right side: {_bracket(k2, s2)} = {linear_text(rhs_c, rhs_d)}.",
-                          f"展开右边：{_bracket(k2, s2)} = {linear_text(rhs_c, rhs_d)}。"))
+        for (en, zh), k, s in ((("left", "左边"), k1, s1), (("right", "右边"), k2, s2)):
+            steps.append(Step(f"Expand the {en} side: {_bracket(k, s)} = {linear_text(k, k * s)}.",
+                              f"展开{zh}：{_bracket(k, s)} = {linear_text(k, k * s)}。"))
         steps.append(math_step(f"{linear_text(lhs_a, lhs_b)} = {linear_text(rhs_c, rhs_d)}."))
     solve, x = _solve_steps(lhs_a, lhs_b, rhs_c, rhs_d)
     steps += solve
