@@ -267,7 +267,6 @@ def chain_with_cases(rng: random.Random, steps: int, n: int, shortest: int = 0) 
         cases = _cases(rng, chain, n, shortest)
         if cases is not None:
             return chain, cases
-    return cases
 
 
 def _quote(text: str) -> str:

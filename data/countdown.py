@@ -196,7 +196,7 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
     them (so it is solvable), kept when the search finds a solution with the level's number of
     two-number searches (`SEARCHES`, drawn first at level 4) within `MAX_TRACE_LINES`."""
     count = COUNT[difficulty]
-    searches = rng.choice(SEARCHES[difficulty]) if difficulty in DRAW_SEARCHES else None
+    allowed = (rng.choice(SEARCHES[difficulty]),) if difficulty in DRAW_SEARCHES else SEARCHES[difficulty]
     while True:
         numbers = [rng.randint(1, 9) for _ in range(count)]
         term = _random_pair(rng, numbers) if difficulty == 1 else _ordered_chain(rng, numbers)
@@ -206,8 +206,7 @@ def generate(rng: random.Random, difficulty: int) -> Problem:
         if target + sum(numbers[2:]) > MAX_WANTED:
             continue
         tried, final, pair_searches = search(numbers, target)
-        if (final is not None and pair_searches in SEARCHES[difficulty]
-                and searches in (None, pair_searches) and len(tried) + 2 <= MAX_TRACE_LINES):
+        if final is not None and pair_searches in allowed and len(tried) + 2 <= MAX_TRACE_LINES:
             break
     steps = [Step(f"Numbers: {_listed(numbers, 'en')}. Target: {target}.",
                   f"数字：{_listed(numbers, 'zh')}。目标：{target}。")]
