@@ -20,7 +20,7 @@ import torch
 from rlpipe.config import StageConfig, apply_override
 from rlpipe.model import ModelConfig, Transformer
 from rlpipe.train import SupervisedData, pack, seed_everything, train
-from rlpipe.train.loop import default_loss, make_accelerator
+from rlpipe.train.loop import make_accelerator
 from rlpipe.train.sft import IGNORE, Example
 
 VOCAB = 64
@@ -64,14 +64,18 @@ def main(argv: list[str]) -> None:
     model = Transformer(tiny_model_config())
     rows = pack(synthetic_examples(256, cfg.train.seed), cfg.train.seq_len, pad_id=2, packing=cfg.train.packing)
     data = SupervisedData(rows, micro_batch_size=cfg.train.micro_batch_size, grad_accum=cfg.train.grad_accum,
-                          world_size=acc.num_processes, seed=cfg.train.seed, max_steps=cfg.train.max_steps)
+                          world_size=acc.num_processes, seed=cfg.train.seed, max_steps=cfg.train.max_steps,
+                          expert_bias_gamma=cfg.train.expert_bias_gamma)
 
-    def loss_fn(m: torch.nn.Module, batch: dict):
-        if slow:
+    if slow:  # slowed steps, so a test can kill the run mid-way
+        plain_loss = data.loss
+
+        def slowed(m: torch.nn.Module, batch: dict):
             time.sleep(slow)
-        return default_loss(m, batch)
+            return plain_loss(m, batch)
 
-    result = train(model, data, cfg, out_dir=out_dir, accelerator=acc, loss_fn=loss_fn)
+        data.loss = slowed
+    result = train(model, data, cfg, out_dir=out_dir, accelerator=acc)
     if acc.is_main_process:
         result.model.save_pretrained(out_dir / "final")
         print(f"done step={result.step} resumed_from={result.resumed_from}")

@@ -17,6 +17,13 @@
   per expert into `tokens_per_expert`; `update_bias` applies the sign rule of auxiliary-loss-free
   balancing once per optimizer step. It also returns the sequence-wise balance loss
   `sum_i f_i P_i` of DeepSeek-V3 (eq. 17-20), computed per batch row.
+- Routing replay (R3, arXiv 2510.11370; "Keep Routing" in DeepSeek-V3.2): `Router(x, indices)` takes
+  the top-k experts from a recorded selection instead of choosing them, and gathers the gate weights
+  from the live scores at those experts, so the router keeps its gradient. RL records the selection
+  of the pass that produced the old-policy logprobs and replays it in the training forward, where
+  the moved policy (or kernel noise) would otherwise route a token elsewhere. The balance counts
+  and balance loss use whichever selection ran. `routing_mismatch` measures how far two recorded
+  selections disagree.
 """
 
 from __future__ import annotations
@@ -44,22 +51,34 @@ class Router(nn.Module):
         # fp32 always: updates of size gamma = 1e-3 would vanish in bf16.
         self.register_buffer("e_score_correction_bias", torch.zeros(self.n_experts, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (N, D) -> gate weights (N, k) fp32, expert indices (N, k), unbiased scores (N, E) fp32."""
+    def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (N, D) -> gate weights (N, k) fp32, expert indices (N, k) int64, unbiased scores (N, E) fp32.
+
+        `indices` (N, k), any integer dtype: replay this selection instead of choosing (bias and
+        groups play no part); the weights still come from this call's scores.
+        """
         with torch.autocast(x.device.type, enabled=False):  # fp32 even inside a bf16 autocast region
             scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))  # (N, E)
-        biased = scores.detach() + self.e_score_correction_bias  # selection only: no gradient path
+        if indices is None:
+            indices = self.select(scores.detach())
+        else:
+            indices = indices.to(device=scores.device, dtype=torch.long)
+        weights = scores.gather(1, indices)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * self.routed_scaling_factor, indices, scores
+
+    def select(self, scores: torch.Tensor) -> torch.Tensor:
+        """Unbiased scores (N, E) -> top-k experts (N, k) of the biased, group-limited scores."""
+        biased = scores + self.e_score_correction_bias  # selection only: no gradient path
         if self.n_group > 1:
             grouped = biased.view(-1, self.n_group, self.n_experts // self.n_group)  # (N, G, E/G)
             group_scores = grouped.topk(2, dim=-1).values.sum(-1)  # (N, G)
             keep = group_scores.topk(self.topk_group, dim=-1).indices
             dropped = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, keep, False)
             biased = grouped.masked_fill(dropped.unsqueeze(-1), float("-inf")).flatten(1)
-        indices = biased.topk(self.top_k, dim=-1).indices  # (N, k)
-        weights = scores.gather(1, indices)
-        if self.norm_topk_prob:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return weights * self.routed_scaling_factor, indices, scores
+        return biased.topk(self.top_k, dim=-1).indices  # (N, k)
 
 
 class Experts(nn.Module):
@@ -104,19 +123,26 @@ class MoE(nn.Module):
                                if config.n_shared_experts > 0 else None)
         self.register_buffer("tokens_per_expert", torch.zeros(self.n_experts), persistent=False)
 
-    def forward(self, x: torch.Tensor, want_balance: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T, D) -> (output (B, T, D), sequence-wise balance loss or None)."""
+    def forward(self, x: torch.Tensor, want_balance: bool = False, expert_indices: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """x (B, T, D) -> (output (B, T, D), sequence-wise balance loss or None, experts used (B, T, k)).
+
+        `expert_indices` (B, T, k): replay this selection (see `Router.forward`).
+        """
         B, T, D = x.shape
         flat = x.reshape(B * T, D)
-        weights, indices, scores = self.gate(flat)
+        replay = None if expert_indices is None else expert_indices.reshape(B * T, self.top_k)
+        weights, indices, scores = self.gate(flat, replay)
+        # counts of the selection that ran, replayed or not: the bias update balances what was computed
         counts = torch.bincount(indices.flatten(), minlength=self.n_experts)  # (E,)
         if self.training:
             self.tokens_per_expert += counts.to(self.tokens_per_expert.dtype)
         out = self.experts(flat, weights, indices, counts)
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
-        balance = self.balance_loss(scores.view(B, T, -1), indices.view(B, T, -1)) if want_balance else None
-        return out.view(B, T, D), balance
+        indices = indices.view(B, T, self.top_k)
+        balance = self.balance_loss(scores.view(B, T, -1), indices) if want_balance else None
+        return out.view(B, T, D), balance, indices
 
     def balance_loss(self, scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Sequence-wise balance loss, mean over rows: sum_i f_i P_i (DeepSeek-V3 eq. 17-20).
@@ -136,3 +162,19 @@ class MoE(nn.Module):
         delta = gamma * torch.sign(loads.mean() - loads)
         self.gate.e_score_correction_bias += delta - delta.mean()
         self.tokens_per_expert.zero_()
+
+
+def routing_mismatch(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of tokens, per layer, whose top-k expert SET differs between two routings.
+
+    a, b: (n_layers, ..., k) expert indices (e.g. (n_routed_layers, B, T, k) from
+    `Transformer.token_logprobs(..., return_routing=True)`); order within the k is ignored.
+    mask: (...) bool/0-1, the tokens to count (e.g. completion tokens, not padding).
+    Returns (n_layers,) float32; 0 where no token is counted.
+    """
+    assert a.shape == b.shape, f"routings differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
+    differs = (a.sort(-1).values != b.sort(-1).values).any(-1).flatten(1).float()  # (n_layers, tokens)
+    if mask is None:
+        return differs.mean(1) if differs.shape[1] else differs.sum(1)
+    keep = mask.to(device=differs.device, dtype=torch.bool).expand(a.shape[1:-1]).flatten().float()
+    return (differs * keep).sum(1) / keep.sum().clamp(min=1)

@@ -12,6 +12,10 @@
   training-mode forward counts its routed tokens (no_grad ones too), so score rollouts in eval mode.
 - `token_logprobs(input_ids, ...)`: log p(x_{t+1} | x_<=t) of the given tokens, computed chunk by
   chunk so a (B, T, V) logits tensor never exists (RL scores long rollouts with it).
+- Routing replay for RL: `token_logprobs(..., return_routing=True)` also returns the experts every
+  token was routed to, `routing` (n_routed_layers, B, T, k) over the MoE layers of the main stack in
+  order (MTP blocks do not take part in scoring, so they are neither recorded nor replayed);
+  `token_logprobs(..., routing=routing)` runs with that selection and live gate weights (`moe`).
 - `save_pretrained(dir)`: HF DeepSeek-V3 folder (see `hf_io`).
 """
 
@@ -59,21 +63,28 @@ class DecoderLayer(nn.Module):
         self.mlp = MoE(config) if self.is_moe else MLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None,
-                want_balance: bool = False, latent_cache: torch.Tensor | None = None):
+                want_balance: bool = False, latent_cache: torch.Tensor | None = None,
+                expert_indices: torch.Tensor | None = None, return_routing: bool = False):
+        """h (B, T, D) -> (h, balance loss or None), plus the experts used (B, T, k) or None if return_routing.
+
+        `expert_indices` (B, T, k): replay this selection in a MoE layer.
+        """
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, attn_mask, latent_cache)
-        return self._ffn(h, want_balance)
+        h, balance, indices = self._ffn(h, want_balance, expert_indices)
+        return (h, balance, indices) if return_routing else (h, balance)
 
     def decode(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, latent_cache: torch.Tensor,
                key_mask: torch.Tensor) -> torch.Tensor:
         h = h + self.self_attn.decode(self.input_layernorm(h), cos, sin, latent_cache, key_mask)
         return self._ffn(h, False)[0]
 
-    def _ffn(self, h: torch.Tensor, want_balance: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _ffn(self, h: torch.Tensor, want_balance: bool, expert_indices: torch.Tensor | None = None):
+        """-> (h, balance loss or None, experts used (B, T, k) or None for a dense layer)."""
         x = self.post_attention_layernorm(h)
         if self.is_moe:
-            y, balance = self.mlp(x, want_balance)
-            return h + y, balance
-        return h + self.mlp(x), None
+            y, balance, indices = self.mlp(x, want_balance, expert_indices)
+            return h + y, balance, indices
+        return h + self.mlp(x), None, None
 
 
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
@@ -156,22 +167,44 @@ class Transformer(nn.Module):
         attn_mask = segment_mask(segment_ids) if segment_ids is not None else None
         return cos, sin, attn_mask
 
+    @property
+    def n_routed_layers(self) -> int:
+        """MoE layers of the main stack: the first dimension of a recorded `routing`."""
+        return sum(layer.is_moe for layer in self.layers)
+
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                      segment_ids: torch.Tensor | None = None, want_balance: bool = False):
-        """Final-normed hidden states (B, T, D), the rope tables, mask and per-layer balance losses."""
+                      segment_ids: torch.Tensor | None = None, want_balance: bool = False,
+                      routing: torch.Tensor | None = None, return_routing: bool = False):
+        """Main stack -> (final-normed h (B, T, D), (cos, sin, mask), per-layer balance losses, routing).
+
+        routing: `routing` (n_routed_layers, B, T, k) is replayed if given; the routing that ran is
+        returned if return_routing (int64), else None.
+        """
+        B, T = input_ids.shape
+        shape = (self.n_routed_layers, B, T, self.config.num_experts_per_tok)
+        if routing is not None and tuple(routing.shape) != shape:
+            raise ValueError(f"routing has shape {tuple(routing.shape)}, expected (n_routed_layers, B, T, k) = {shape}: "
+                             "replay needs the experts of every token position of these input_ids, in this layout")
         cos, sin, attn_mask = self._prepare(input_ids, position_ids, segment_ids)
         h = self.embed_tokens(input_ids)
-        balances = []
+        balances, used = [], []
         for layer in self.layers:
-            h, balance = layer(h, cos, sin, attn_mask, want_balance)
+            replay = routing[len(used)] if routing is not None and layer.is_moe else None
+            h, balance, indices = layer(h, cos, sin, attn_mask, want_balance, expert_indices=replay,
+                                        return_routing=True)
             if balance is not None:
                 balances.append(balance)
-        return self.norm(h), (cos, sin, attn_mask), balances
+            if indices is not None:
+                used.append(indices)
+        recorded = None
+        if return_routing:
+            recorded = torch.stack(used) if used else input_ids.new_zeros(shape)
+        return self.norm(h), (cos, sin, attn_mask), balances, recorded
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> ModelOutput:
         want_balance = labels is not None and self.config.balance_loss_alpha > 0 and self.config.n_moe_layers > 0
-        h, (cos, sin, attn_mask), balances = self.hidden_states(input_ids, position_ids, segment_ids, want_balance)
+        h, (cos, sin, attn_mask), balances, _ = self.hidden_states(input_ids, position_ids, segment_ids, want_balance)
         logits = self.lm_head(h)
         if labels is None:
             return ModelOutput(logits=logits)
@@ -198,7 +231,8 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ scoring for RL
     def token_logprobs(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                        segment_ids: torch.Tensor | None = None, temperature: float = 1.0,
-                       chunk_size: int = 256) -> torch.Tensor:
+                       chunk_size: int = 256, routing: torch.Tensor | None = None,
+                       return_routing: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(B, T) -> (B, T-1): out[:, t] = log p(input_ids[:, t+1] | input_ids[:, :t+1]) at `temperature`.
 
         Padding: give pad tokens their own segment id (e.g. segment_ids = attention_mask) and real
@@ -206,8 +240,17 @@ class Transformer(nn.Module):
         values at pad positions are then meaningless and must be masked by the caller. Logits exist
         one chunk of `chunk_size` positions at a time; with autograd on, each chunk is recomputed in
         backward instead of kept.
+
+        Routing replay: `return_routing=True` returns `(logprobs, routing)`, routing (n_routed_layers,
+        B, T, k) int64 = the experts each position of input_ids was routed to in each MoE layer of
+        the main stack. Passing `routing` (same layout, any integer dtype) makes every MoE layer use
+        those experts, with gate weights from the live router. It is indexed like input_ids, so the
+        micro-batch rows `input_ids[i:j]` take `routing[:, i:j]`; packed rows and padding need
+        nothing special as long as routing was recorded on (or rearranged into) the same layout.
+        Pad positions may hold any valid expert ids.
         """
-        h, _, _ = self.hidden_states(input_ids, position_ids, segment_ids)
+        h, _, _, used = self.hidden_states(input_ids, position_ids, segment_ids, routing=routing,
+                                           return_routing=return_routing)
         targets = input_ids[:, 1:]
         h = h[:, :-1]
         pieces = []
@@ -217,7 +260,8 @@ class Transformer(nn.Module):
                 pieces.append(checkpoint(self._chunk_logprobs, *args, temperature, use_reentrant=False))
             else:
                 pieces.append(self._chunk_logprobs(*args, temperature))
-        return torch.cat(pieces, dim=1) if pieces else h.new_zeros(h.shape[0], 0)
+        logprobs = torch.cat(pieces, dim=1) if pieces else h.new_zeros(h.shape[0], 0)
+        return (logprobs, used) if return_routing else logprobs
 
     def _chunk_logprobs(self, h: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
         logits = self.lm_head(h).float()

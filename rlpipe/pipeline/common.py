@@ -101,7 +101,8 @@ def run_supervised(model: torch.nn.Module, tokenizer, dataset, cfg, accelerator)
     stats["fill"] = float((rows.segment_ids > 0).mean())  # share of row positions holding real tokens
     data = SupervisedData(rows, micro_batch_size=cfg.train.micro_batch_size, grad_accum=cfg.train.grad_accum,
                           world_size=accelerator.num_processes, seed=cfg.train.seed,
-                          max_steps=cfg.train.max_steps, epochs=cfg.train.epochs)
+                          max_steps=cfg.train.max_steps, epochs=cfg.train.epochs,
+                          expert_bias_gamma=cfg.train.expert_bias_gamma)
     accelerator.print(f"{cfg.stage}: {stats['examples']} examples -> {len(rows)} rows of {cfg.train.seq_len} "
                       f"(fill {stats['fill']:.0%}), {data.num_steps} optimizer steps")
     n_parameters = model.num_parameters()

@@ -1,17 +1,27 @@
-"""The generic training loop every supervised stage runs (stage 0, stage 1, stage 3, distillation).
+"""The one training loop every stage runs: supervised (stages 0, 1, 3, distillation) and RL (2, 4).
 
+The loop knows optimisation; what a step trains on comes from a step contract (`Steps`):
+- `micro_batches(step, rank)`: this process's micro-batches for optimizer step `step` (a
+  supervised stage slices packed rows; RL samples rollouts, scores and packs them here).
+- `loss(model, batch) -> (loss, metrics)`: the micro-batch's share of the step loss (the SUM over
+  the step's micro-batches is the step loss; DDP averages over processes) and float metrics,
+  averaged over micro-batches and processes (keys that start with `num_` or end in `_tokens` are
+  counts and are summed instead).
+- `after_step(model, step) -> metrics`: runs after every optimizer step on the plain model:
+  auxiliary-loss-free bias update, weight push to the rollout engine, sampler update.
+- `state_dict(step)` / `load_state_dict(state)`: whatever resume must restore that is not a function
+  of the step number (RL: the sampler's success table, the reference model); checkpointed with the
+  model, optimizer, scheduler and every process's RNG.
+
+What the loop does around that:
 - `accelerate` runs it unchanged on one CPU process, several CPU processes (gloo DDP), GPUs (DDP
   or FSDP, see stages/accelerate/). bf16 autocast where the hardware has it, fp32 on CPU.
-- One optimizer step = grad_accum micro-batches per process; gradients are synchronised only on the
-  last one (`no_sync` before), so accumulation and processes add up to one global batch.
+- Gradients are synchronised only on the last micro-batch (`no_sync` before), so accumulation and
+  processes add up to one global batch.
 - AdamW (no weight decay on norms and 1-D tensors), linear warm-up then cosine decay to
   `min_lr_ratio * lr`, global-norm gradient clipping.
-- Auxiliary-loss-free balancing: `update_expert_bias(gamma)` once per optimizer step, after the
-  whole accumulated step (as torchtitan does in its optimizer hook), so the loads it sees are the
-  step's, all-reduced over processes.
-- Per logged step: loss and its parts (main, MTP, balance), lr, grad norm, tokens/s, and per MoE
-  layer the max/mean expert load. metrics.jsonl + optional wandb (rlpipe.logging); a tqdm bar with
-  ETA on rank 0.
+- Per logged step: the contract's metrics, lr, grad norm, tokens/s; metrics.jsonl + optional wandb
+  (rlpipe.logging); a tqdm bar with ETA on rank 0.
 - Checkpoints every `save_every` steps and at the end (rlpipe.train.checkpoint); with
   `resume: true` the newest valid checkpoint of the stage folder is continued exactly.
 """
@@ -24,7 +34,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -113,21 +123,59 @@ def _as_float(x) -> float:
     return float(x.detach()) if torch.is_tensor(x) else float(x)
 
 
-def default_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-    """Next-token + MTP + balance loss, as the model composes it (ModelOutput.loss)."""
-    return model(**batch)
+class Steps(Protocol):
+    """The step contract the loop trains on (see the module docstring)."""
+
+    num_steps: int
+
+    def micro_batches(self, step: int, rank: int) -> list[dict[str, torch.Tensor]]: ...
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]: ...
+
+    def after_step(self, model: torch.nn.Module, step: int) -> dict: ...
+
+    def state_dict(self, step: int) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def epoch_of(self, step: int) -> float: ...
 
 
-def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=None, accelerator=None,
-          loss_fn: Callable = default_loss) -> TrainResult:
-    """Train `model` on `data` (e.g. `rlpipe.train.sft.SupervisedData`) per the stage config `cfg`.
+def is_count(key: str) -> bool:
+    """Metrics summed over micro-batches and processes rather than averaged."""
+    return key.startswith("num_") or key.endswith("_tokens")
 
-    data: `num_steps`, `micro_batches(step, rank) -> list[dict]`, `state_dict(step)`, `check_resume(state)`.
+
+def reduce_metrics(per_micro: list[dict], acc) -> dict[str, float]:
+    """Average (or sum, for counts) each metric over micro-batches, then over processes."""
+    keys = sorted({k for m in per_micro for k in m})
+    values = torch.tensor([[_as_float(m.get(k, 0.0)) for k in keys] for m in per_micro], dtype=torch.float64)
+    values = values.sum(0) if values.numel() else torch.zeros(len(keys), dtype=torch.float64)
+    counts = torch.tensor([sum(k in m for m in per_micro) for k in keys], dtype=torch.float64)
+    if acc.num_processes > 1:
+        both = acc.reduce(torch.cat([values, counts]).to(acc.device), reduction="sum").cpu()
+        values, counts = both[:len(keys)], both[len(keys):]
+    return {k: float(v) if is_count(k) else float(v) / max(float(c), 1.0) for k, v, c in zip(keys, values, counts)}
+
+
+def expert_load_metrics(loads: torch.Tensor | None) -> dict[str, float]:
+    """Per MoE layer, max/mean routed tokens per expert over the step (1.0 = perfectly balanced)."""
+    if loads is None or not loads.numel():
+        return {}
+    loads = loads.float()
+    ratio = loads.max(dim=-1).values / loads.mean(dim=-1).clamp_min(1e-9)  # (n_moe_layers,)
+    return {f"expert_load_max_mean/{i}": float(r) for i, r in enumerate(ratio)}
+
+
+def train(model: torch.nn.Module, steps: Steps, cfg, *, out_dir: str | Path, tokenizer=None,
+          accelerator=None) -> TrainResult:
+    """Train `model` on the step contract `steps` per the stage config `cfg`.
+
     cfg: a StageConfig (uses train, optim, lora, logging, resume, run, stage).
     Checkpoints and metrics go to out_dir; the returned model is the plain (merged) Transformer."""
     out_dir = Path(out_dir)
     acc = accelerator or make_accelerator(cfg.train)
-    rank, world = acc.process_index, acc.num_processes
+    rank = acc.process_index
     fsdp = acc.distributed_type == DistributedType.FSDP
     if fsdp and cfg.lora.enabled:
         raise ValueError("lora.enabled with FSDP is not supported: use DDP (stages/accelerate/ddp_*.yaml) for LoRA")
@@ -137,10 +185,7 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
     optimizer = build_optimizer(model, cfg.optim)
     model, optimizer = acc.prepare(model, optimizer)
     raw_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-    scheduler = build_scheduler(raw_optimizer, cfg.optim, data.num_steps)
-    gamma = cfg.train.expert_bias_gamma
-    if gamma is None:
-        gamma = core.config.bias_update_speed
+    scheduler = build_scheduler(raw_optimizer, cfg.optim, steps.num_steps)
 
     ckpt_root = out_dir / CHECKPOINTS
     start = 0
@@ -149,11 +194,11 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
         state = load_checkpoint(checkpoint, train_model=acc.unwrap_model(model), optimizer=optimizer,
                                 scheduler=scheduler, accelerator=acc, lora=cfg.lora.enabled)
         try:
-            data.check_resume(state["data"])
+            steps.load_state_dict(state["data"])
         except ValueError as err:
             raise CheckpointError(f"{checkpoint}: {err}") from None
         start = state["step"]
-        acc.print(f"resumed from {checkpoint} (step {start}/{data.num_steps})")
+        acc.print(f"resumed from {checkpoint} (step {start}/{steps.num_steps})")
     else:
         seed_everything(cfg.train.seed + rank)  # distinct streams per process (e.g. LoRA dropout)
 
@@ -177,63 +222,54 @@ def train(model: torch.nn.Module, data, cfg, *, out_dir: str | Path, tokenizer=N
         # weights (a usable HF folder) but cannot be resumed exactly, and says so when asked to.
         save_checkpoint(ckpt_root, step, model_to_save=exported(), train_model=unwrapped,
                         optimizer=None if fsdp else optimizer, scheduler=scheduler,
-                        data_state=data.state_dict(step), accelerator=acc, keep_last=cfg.train.keep_last,
+                        data_state=steps.state_dict(step), accelerator=acc, keep_last=cfg.train.keep_last,
                         tokenizer=tokenizer, adapter_state=adapter_state(unwrapped))
 
-    bar = progress(total=data.num_steps, initial=start, desc=cfg.stage, unit="step", disable=not acc.is_main_process)
+    bar = progress(total=steps.num_steps, initial=start, desc=cfg.stage, unit="step", disable=not acc.is_main_process)
     t_start = time.perf_counter()
     tokens_seen = 0
     last: dict = {}
-    for step in range(start, data.num_steps):
+    for step in range(start, steps.num_steps):
         t0 = time.perf_counter()
         model.train()
-        micro = data.micro_batches(step, rank)
-        # loss, main, mtp, balance, trained tokens, all tokens (summed over micro-batches)
-        sums = torch.zeros(6, dtype=torch.float64)
+        micro = steps.micro_batches(step, rank)
+        t_batches = time.perf_counter() - t0
+        per_micro, step_loss, n_tokens = [], 0.0, 0
         for i, batch in enumerate(micro):
-            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             sync = i == len(micro) - 1
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 with acc.autocast():
-                    out = loss_fn(model, batch)
-                acc.backward(out.loss / len(micro))
-            mtp = getattr(out, "mtp_losses", None) or []
-            sums += torch.tensor([_as_float(out.loss), _as_float(getattr(out, "main_loss", out.loss)),
-                                  sum(_as_float(m) for m in mtp) / max(1, len(mtp)),
-                                  _as_float(getattr(out, "balance_loss", None)),
-                                  float((batch["labels"] != -100).sum()) if "labels" in batch else 0.0,
-                                  float(batch["input_ids"].numel())], dtype=torch.float64)
+                    loss, metrics = steps.loss(model, batch)
+                acc.backward(loss)
+            step_loss += _as_float(loss)
+            n_tokens += int(batch["input_ids"].numel())
+            per_micro.append(metrics)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0
                                         else float("inf"))
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loads = core.update_expert_bias(gamma)  # (n_moe_layers, n_routed_experts), all-reduced
-
-        if world > 1:
-            sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-        n_micro = len(micro) * world
+        per_micro.append({"loss": step_loss, "num_input_tokens": n_tokens})
+        metrics = reduce_metrics(per_micro, acc)
+        # after_step may differ per rank (e.g. rollout statistics): the contract reduces what it needs.
+        metrics.update(steps.after_step(core, step))
         elapsed = time.perf_counter() - t0
-        tokens_seen += int(sums[5])
+        n_tokens = int(metrics.pop("num_input_tokens"))
+        tokens_seen += n_tokens
         done = step + 1
-        metrics = {"loss": float(sums[0]) / n_micro, "main_loss": float(sums[1]) / n_micro,
-                   "mtp_loss": float(sums[2]) / n_micro, "balance_loss": float(sums[3]) / n_micro,
-                   "lr": lr, "grad_norm": _as_float(grad_norm), "trained_tokens": int(sums[4]),
-                   "tokens_per_s": float(sums[5]) / max(elapsed, 1e-9), "epoch": data.epoch_of(done)}
-        if loads is not None and loads.numel():
-            loads = loads.float()
-            ratio = loads.max(dim=-1).values / loads.mean(dim=-1).clamp_min(1e-9)  # (n_moe_layers,)
-            metrics.update({f"expert_load_max_mean/{i}": float(r) for i, r in enumerate(ratio)})
+        metrics.update({"lr": lr, "grad_norm": _as_float(grad_norm), "tokens_per_s": n_tokens / max(elapsed, 1e-9),
+                        "step_seconds": elapsed, "batch_seconds": t_batches, "epoch": steps.epoch_of(done)})
         last = metrics
-        if done % cfg.train.log_every == 0 or done == data.num_steps:
+        if done % cfg.train.log_every == 0 or done == steps.num_steps:
             logger.log(metrics, step=done)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
-        if done == data.num_steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
+        if done == steps.num_steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
             save(done)
     bar.close()
     logger.close()
     seconds = time.perf_counter() - t_start
-    return TrainResult(model=exported(), step=data.num_steps, resumed_from=start, last_metrics=last,
+    return TrainResult(model=exported(), step=steps.num_steps, resumed_from=start, last_metrics=last,
                        seconds=seconds, tokens_per_s=tokens_seen / seconds if seconds > 0 and tokens_seen else 0.0)

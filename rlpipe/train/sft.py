@@ -7,11 +7,12 @@
   `segment_ids` keep attention inside it and `position_ids` restart at 0, so a packed row trains
   exactly like the examples alone. The first label of every segment is -100: nothing in the segment
   predicts it, and otherwise the previous segment's last token would be trained to predict it.
-- `SupervisedData`: a stateless map optimizer step -> micro-batches. Epoch e is a permutation of
+- `SupervisedData`: the loop's step contract for supervised stages: a stateless map optimizer step -> micro-batches. Epoch e is a permutation of
   the rows drawn from (seed, e); step s takes the s-th global batch of its epoch and each process
   its own slice, so the data position is the step number alone and resume is exact. The global
   batch (micro_batch_size x grad_accum x world_size rows) is the same set of rows however it is
-  split across processes and accumulation steps.
+  split across processes and accumulation steps. Its loss is the model's own (next token + MTP +
+  balance); after each optimizer step it applies the auxiliary-loss-free bias update.
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ class SupervisedData:
     """Deterministic step -> micro-batches map over packed rows (see module docstring)."""
 
     def __init__(self, rows: PackedRows, *, micro_batch_size: int, grad_accum: int, world_size: int = 1,
-                 seed: int = 0, max_steps: int = 0, epochs: float = 1.0) -> None:
+                 seed: int = 0, max_steps: int = 0, epochs: float = 1.0,
+                 expert_bias_gamma: float | None = None) -> None:
         self.rows = rows
+        self.expert_bias_gamma = expert_bias_gamma  # None: the model's bias_update_speed
         self.micro_batch_size = micro_batch_size
         self.grad_accum = grad_accum
         self.world_size = world_size
@@ -216,6 +219,25 @@ class SupervisedData:
     def state_dict(self, step: int) -> dict:
         """The data position a checkpoint records (the step determines the rest)."""
         return {"step": step, "epoch": self.epoch_of(step), **self.fingerprint()}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Next-token + MTP + balance loss as the model composes it; this micro-batch's share of the step."""
+        out = model(**batch)
+        mtp = out.mtp_losses or []
+        metrics = {"main_loss": out.main_loss.detach(),
+                   "mtp_loss": sum(float(m.detach()) for m in mtp) / max(1, len(mtp)),
+                   "balance_loss": out.balance_loss.detach() if out.balance_loss is not None else 0.0,
+                   "trained_tokens": float((batch["labels"] != IGNORE).sum())}
+        return out.loss / self.grad_accum, {k: float(v) for k, v in metrics.items()}
+
+    def after_step(self, model: torch.nn.Module, step: int) -> dict:
+        """Auxiliary-loss-free balancing once per optimizer step (the loads of the whole accumulated step)."""
+        from rlpipe.train.loop import expert_load_metrics
+
+        return expert_load_metrics(model.update_expert_bias(self.expert_bias_gamma))
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_resume(state)
 
     def check_resume(self, state: dict) -> None:
         for key, value in self.fingerprint().items():
