@@ -25,10 +25,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from rlpipe.evaluate import EvalConfig
-
-
-class ConfigError(ValueError):
-    """A recipe or override a user wrote is wrong; the message names the key, the source and the fix."""
+from rlpipe.errors import ConfigError  # re-exported: the one user-error family (rlpipe.errors)
 
 
 # ---------------------------------------------------------------------------- shared sections

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rlpipe.errors import StageInputError
+
 
 @dataclass
 class EvalConfig:
@@ -148,10 +150,10 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
     model_dir, data_dir = str(model_dir), str(data_dir)
     split_dir = Path(data_dir) / cfg.split
     if not split_dir.exists():
-        raise FileNotFoundError(f"{split_dir}: no evaluation split; build it with "
+        raise StageInputError(f"{split_dir}: no evaluation split; build it with "
                                 f"`rlpipe data build --out {data_dir}` (or `make stage-0`)")
     if not (Path(model_dir) / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir}/config.json: not a checkpoint folder")
+        raise StageInputError(f"{model_dir}/config.json: not a checkpoint folder")
     rows = datasets.load_from_disk(str(split_dir))
     if cfg.limit:
         rows = rows.select(range(min(cfg.limit, len(rows))))

@@ -15,14 +15,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from rlpipe.errors import ConfigError  # re-exported: the one user-error family (rlpipe.errors)
+
 # vLLM's ordinary (non-MLA) CPU attention accepts these head sizes (platform-notes.md).
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 # vLLM's CPU MLA kernel accepts only the full DeepSeek latent: kv_lora_rank + qk_rope_head_dim.
 VLLM_CPU_MLA_SIZE = 576
-
-
-class ConfigError(ValueError):
-    """A model configuration a user wrote is impossible; the message names the field and the fix."""
 
 
 @dataclass

@@ -27,7 +27,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import ConfigError, ModelConfig
+from rlpipe.errors import CheckpointError, ConfigError
+
+from .config import ModelConfig
 from .transformer import Transformer
 
 WEIGHTS_NAME = "model.safetensors"
@@ -49,9 +51,6 @@ _REQUIRED = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_he
 _TRAINING_FIELDS = ["mtp_loss_weight", "balance_loss_alpha", "bias_update_speed"]
 _MTP_OWN = ("enorm", "hnorm", "eh_proj", "shared_head")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint folder cannot be read; the message names the file, the field or key, and the fix."""
 
 
 # ---------------------------------------------------------------------- config.json

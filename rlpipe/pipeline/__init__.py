@@ -2,7 +2,8 @@
 
 `rlpipe run stages/<recipe>.yaml [key=value ...]` -> `run_stage(argv)`: load the recipe
 (`rlpipe.config.load_config`), pick the procedure from its `stage:` field (`rlpipe.config.STAGES`)
-and call its `run(cfg)`. User errors (bad recipe, missing input stage) end in one message, exit 2.
+and call its `run(cfg)`. User errors (`rlpipe.errors.RlpipeError`: bad recipe, missing input stage,
+malformed checkpoint or data) end in one message, exit 2.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ USAGE = "usage: rlpipe run stages/<recipe>.yaml [key=value | section.key=value .
 
 
 def run_stage(argv: list[str] | None = None) -> int:
-    from rlpipe.config import STAGES, ConfigError, load_config
-    from rlpipe.model.config import ConfigError as ModelConfigError
-    from rlpipe.pipeline.common import StageInputError
-    from rlpipe.train.checkpoint import CheckpointError
+    from rlpipe.config import STAGES, load_config
+    from rlpipe.errors import RlpipeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -27,7 +26,7 @@ def run_stage(argv: list[str] | None = None) -> int:
         cfg = load_config(argv[0], argv[1:])
         procedure = importlib.import_module(STAGES[cfg.stage][1])
         procedure.run(cfg)
-    except (ConfigError, ModelConfigError, StageInputError, CheckpointError) as err:
+    except RlpipeError as err:  # a user error: one line naming the file and the fix
         print(f"rlpipe run: {err}", file=sys.stderr)
         return 2
     return 0

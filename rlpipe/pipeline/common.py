@@ -19,10 +19,7 @@ import numpy as np
 import torch
 
 from rlpipe.config import STAGES, save_config
-
-
-class StageInputError(RuntimeError):
-    """A stage's input (previous stage folder, data) is missing; the message names the make target."""
+from rlpipe.errors import StageInputError  # re-exported: the one user-error family (rlpipe.errors)
 
 
 def make_target(stage: str, run: str) -> str:

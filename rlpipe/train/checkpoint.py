@@ -30,13 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlpipe.errors import CheckpointError  # re-exported: the one user-error family (rlpipe.errors)
+
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is incomplete or its files do not match the manifest."""
 
 
 # ---------------------------------------------------------------------------- small helpers

@@ -29,6 +29,7 @@ What the loop does around that:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -40,7 +41,6 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType
 
-from rlpipe.config import to_dict
 from rlpipe.logging import MetricsLogger, progress
 from rlpipe.train.checkpoint import CHECKPOINTS, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from rlpipe.train.lora import adapter_state, apply_lora, base_model, export_model
@@ -202,7 +202,7 @@ def train(model: torch.nn.Module, steps: Steps, cfg, *, out_dir: str | Path, tok
     else:
         seed_everything(cfg.train.seed + rank)  # distinct streams per process (e.g. LoRA dropout)
 
-    logger = MetricsLogger.from_config(out_dir, cfg.logging, run_name=f"{cfg.run}/{cfg.stage}", config=to_dict(cfg),
+    logger = MetricsLogger.from_config(out_dir, cfg.logging, run_name=f"{cfg.run}/{cfg.stage}", config=dataclasses.asdict(cfg),
                                        resume_step=start, enabled=acc.is_main_process)
 
     def exported() -> torch.nn.Module | None:
