@@ -44,6 +44,7 @@ def _check(engine, model, prompts, tokenizer):
     import torch
 
     from rlpipe.rollout import Sampling
+    from rlpipe.train.grpo import mismatch_weights
 
     sampling = Sampling(temperature=1.0, max_new_tokens=MAX_NEW)
     r = engine.generate(prompts, N, sampling, seed=11)
@@ -65,7 +66,24 @@ def _check(engine, model, prompts, tokenizer):
     again = engine.generate(prompts, N, sampling, seed=11)
     other = engine.generate(prompts, N, sampling, seed=12)
     greedy = engine.generate(prompts, 1, Sampling(temperature=0.0, max_new_tokens=MAX_NEW))
-    return {"layout_ok": layout_ok, "gap": gap, "reasons": sorted(set(r.finish_reason)),
+    # At temperature 0.7 the logprobs are the sampling distribution's; a trainer that scored at
+    # temperature 1 (a wrong temperature) is flagged by the mismatch statistics.
+    hot = engine.generate(prompts, 2, Sampling(temperature=0.7, max_new_tokens=MAX_NEW), seed=5)
+    flags = {}
+    for name, temperature in (("right", 0.7), ("wrong", 1.0)):
+        trainer, rollout = [], []
+        for k in range(len(hot)):
+            prompt = prompts[hot.prompt_of(k)]
+            with torch.no_grad():
+                lp = model.token_logprobs(torch.tensor([prompt + hot.token_ids[k]]), temperature=temperature)
+            trainer.append(lp[0, len(prompt) - 1:])
+            rollout.append(torch.tensor(hot.logprobs[k]))
+        pad = torch.nn.utils.rnn.pad_sequence
+        mask = pad([torch.ones(len(t)) for t in trainer], batch_first=True)
+        _, stats = mismatch_weights(pad(trainer, batch_first=True), pad(rollout, batch_first=True), mask,
+                                    mode="token_mask", cap=1.1, lower=0.9)
+        flags[name] = stats
+    return {"temperature_right": flags["right"], "temperature_wrong": flags["wrong"],"layout_ok": layout_ok, "gap": gap, "reasons": sorted(set(r.finish_reason)),
             "within_group_distinct": any(len({tuple(r.token_ids[k]) for k in g}) > 1 for g in r.groups()),
             "seeded_same": again.token_ids == r.token_ids, "seeds_differ": other.token_ids != r.token_ids,
             "greedy": greedy.token_ids}
@@ -126,6 +144,13 @@ def test_rollouts_layout_and_finish_reasons(report, backend):
 def test_rollout_logprobs_are_the_trainers(report, backend):
     assert report[backend]["gap"] < TOLERANCE
     assert report[backend]["push_gap"] < TOLERANCE  # after push_weights: the new model's logprobs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wrong_sampling_temperature_is_flagged_by_the_mismatch_metrics(report, backend):
+    right, wrong = report[backend]["temperature_right"], report[backend]["temperature_wrong"]
+    assert right["mismatch/logp_diff_max"] < TOLERANCE and right["mismatch/masked_token_frac"] == 0.0
+    assert wrong["mismatch/logp_diff_mean"] > 0.05 and wrong["mismatch/masked_token_frac"] > 0.2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

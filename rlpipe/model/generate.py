@@ -11,7 +11,9 @@
   on one token per sequence against that cache.
 - `logprobs` are log-probabilities of the sampled tokens under the RAW model distribution
   (temperature 1, no top-p), i.e. what `Transformer.token_logprobs` and vLLM's default
-  `logprobs_mode="raw_logprobs"` report; RL importance ratios are taken against those.
+  `logprobs_mode="raw_logprobs"` report; with `logprobs_at="sampling"` under the sampling
+  distribution instead (logits / temperature, before top-p; vLLM's "processed_logprobs" with
+  top_p = 1), which is what RL importance ratios are taken against.
 - `temperature <= 0` means greedy decoding. Rows that finished keep being fed a pad token until the
   whole batch is done (their outputs are ignored), which keeps the batch shape fixed.
 """
@@ -52,7 +54,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
 @torch.no_grad()
 def generate(model: Transformer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 1.0,
              top_p: float = 1.0, eos_token_id: int | None, pad_token_id: int,
-             generator: torch.Generator | None = None) -> Generation:
+             generator: torch.Generator | None = None, logprobs_at: str = "raw") -> Generation:
     """Sample up to `max_new_tokens` per prompt with the latent KV cache; see the module docstring."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
@@ -61,12 +63,15 @@ def generate(model: Transformer, prompts: list[list[int]], *, max_new_tokens: in
     was_training = model.training
     model.eval()
     try:
-        return _generate(model, prompts, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id, generator)
+        scale = temperature if logprobs_at == "sampling" and temperature > 0 else 1.0
+        return _generate(model, prompts, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id, generator,
+                         scale)
     finally:
         model.train(was_training)
 
 
-def _generate(model, prompts, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id, generator):
+def _generate(model, prompts, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id, generator,
+              logprob_scale):
     config = model.config
     device = model.embed_tokens.weight.device
     dtype = model.embed_tokens.weight.dtype
@@ -101,7 +106,7 @@ def _generate(model, prompts, max_new_tokens, temperature, top_p, eos_token_id, 
         token = sample_next(logits, temperature, top_p, generator)
         token = torch.where(done, torch.full_like(token, pad_token_id), token)
         tokens[:, step] = token
-        logprobs[:, step] = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+        logprobs[:, step] = torch.log_softmax(logits / logprob_scale, dim=-1).gather(-1, token[:, None]).squeeze(-1)
         steps = step + 1
         if eos_token_id is not None:
             newly = ~done & (token == eos_token_id)

@@ -16,6 +16,8 @@
   token was routed to, `routing` (n_routed_layers, B, T, k) over the MoE layers of the main stack in
   order (MTP blocks do not take part in scoring, so they are neither recorded nor replayed);
   `token_logprobs(..., routing=routing)` runs with that selection and live gate weights (`moe`).
+- `score(...) -> Scores(logprobs, entropy, routing)`: the same with the entropy of each prediction;
+  `forward(..., score=True, ...)` routes to it so a DDP/FSDP-wrapped model synchronises RL gradients.
 - `save_pretrained(dir)`: HF DeepSeek-V3 folder (see `hf_io`).
 """
 
@@ -49,6 +51,16 @@ class ModelOutput:
     main_loss: torch.Tensor | None = None
     mtp_losses: list[torch.Tensor] = field(default_factory=list)
     balance_loss: torch.Tensor | None = None
+
+
+@dataclass
+class Scores:
+    """What RL scoring returns: per-position logprobs of the next input token (B, T-1), their
+    predictive entropy (B, T-1, detached) if asked, the routing that ran (n_routed_layers, B, T, k) if asked."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None = None
+    routing: torch.Tensor | None = None
 
 
 class DecoderLayer(nn.Module):
@@ -202,7 +214,10 @@ class Transformer(nn.Module):
         return self.norm(h), (cos, sin, attn_mask), balances, recorded
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> ModelOutput:
+                position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                score: bool = False, **score_kw) -> ModelOutput | Scores:
+        if score:  # RL scoring through the module call, so DDP/FSDP hooks run (see `score`)
+            return self.score(input_ids, position_ids, segment_ids, **score_kw)
         want_balance = labels is not None and self.config.balance_loss_alpha > 0 and self.config.n_moe_layers > 0
         h, (cos, sin, attn_mask), balances, _ = self.hidden_states(input_ids, position_ids, segment_ids, want_balance)
         logits = self.lm_head(h)
@@ -249,25 +264,48 @@ class Transformer(nn.Module):
         nothing special as long as routing was recorded on (or rearranged into) the same layout.
         Pad positions may hold any valid expert ids.
         """
+        scores = self.score(input_ids, position_ids, segment_ids, temperature=temperature, chunk_size=chunk_size,
+                            routing=routing, return_routing=return_routing)
+        return (scores.logprobs, scores.routing) if return_routing else scores.logprobs
+
+    def score(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+              segment_ids: torch.Tensor | None = None, *, temperature: float = 1.0, chunk_size: int = 256,
+              routing: torch.Tensor | None = None, return_routing: bool = False,
+              return_entropy: bool = False) -> Scores:
+        """RL scoring: `token_logprobs` (see there), plus optionally the recorded routing and the
+        per-position entropy of the predictive distribution (B, T-1), detached (for logging and
+        top-entropy token masking, never differentiated). `forward(..., score=True)` calls this, so
+        DDP/FSDP see the call and synchronise gradients."""
         h, _, _, used = self.hidden_states(input_ids, position_ids, segment_ids, routing=routing,
                                            return_routing=return_routing)
         targets = input_ids[:, 1:]
         h = h[:, :-1]
-        pieces = []
+        logps, entropies = [], []
         for start in range(0, h.shape[1], chunk_size):
             args = (h[:, start:start + chunk_size], targets[:, start:start + chunk_size])
             if torch.is_grad_enabled() and h.requires_grad:
-                pieces.append(checkpoint(self._chunk_logprobs, *args, temperature, use_reentrant=False))
+                logp, ent = checkpoint(self._chunk_logprobs, *args, temperature, return_entropy, use_reentrant=False)
             else:
-                pieces.append(self._chunk_logprobs(*args, temperature))
-        logprobs = torch.cat(pieces, dim=1) if pieces else h.new_zeros(h.shape[0], 0)
-        return (logprobs, used) if return_routing else logprobs
+                logp, ent = self._chunk_logprobs(*args, temperature, return_entropy)
+            logps.append(logp)
+            entropies.append(ent)
+        empty = h.new_zeros(h.shape[0], 0)
+        return Scores(logprobs=torch.cat(logps, dim=1) if logps else empty,
+                      entropy=(torch.cat(entropies, dim=1) if logps else empty) if return_entropy else None,
+                      routing=used)
 
-    def _chunk_logprobs(self, h: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    def _chunk_logprobs(self, h: torch.Tensor, targets: torch.Tensor, temperature: float,
+                        return_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits = self.lm_head(h).float()
         if temperature != 1.0:
             logits = logits / temperature
-        return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        lse = logits.logsumexp(-1)
+        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+        entropy = None
+        if return_entropy:
+            with torch.no_grad():  # H = logsumexp - sum p * logits
+                entropy = lse - (torch.softmax(logits, -1) * logits).sum(-1)
+        return logp, entropy
 
     # ------------------------------------------------------------------ auxiliary-loss-free balancing
     @torch.no_grad()

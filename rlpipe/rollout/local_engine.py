@@ -41,7 +41,7 @@ class LocalEngine:
             out = generate(self.model, expanded[start:start + self.batch_size],
                            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                            top_p=sampling.top_p, eos_token_id=self.tokenizer.eos_token_id,
-                           pad_token_id=self.tokenizer.pad_token_id, generator=gen)
+                           pad_token_id=self.tokenizer.pad_token_id, generator=gen, logprobs_at="sampling")
             tokens += out.tokens
             logprobs += out.logprobs
         return finish(self.tokenizer, n, prompt_ids, tokens, logprobs)

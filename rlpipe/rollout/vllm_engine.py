@@ -79,6 +79,9 @@ def build_llm(model_dir: str | Path, *, seed: int = 0, max_model_len: int | None
         # rollouts report logprobs of the raw model distribution, as rlpipe.model.generate does
         logprobs_mode="raw_logprobs",
     )
+    if not mla_disable and not torch.cuda.is_available():
+        # On CPUs with AMX vLLM would pick its AMX MLA backend, which refuses fp32 weights.
+        args["attention_config"] = {"backend": "CPU_MLA"}
     args.update(kw)
     return vllm.LLM(**args)
 
@@ -123,7 +126,10 @@ class VLLMEngine:
         from rlpipe.tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(model_dir)
-        self.llm = build_llm(model_dir, seed=seed, **kw)
+        # Logprobs of the sampling distribution (logits / temperature; top-p is 1 in RL), the
+        # distribution the samples came from: importance ratios against a trainer scoring at the
+        # same temperature are then 1, and a wrong temperature anywhere shows up as a mismatch.
+        self.llm = build_llm(model_dir, seed=seed, **{"logprobs_mode": "processed_logprobs", **kw})
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling, *, seed: int | None = None):
         from vllm import SamplingParams
