@@ -3,6 +3,7 @@
     rlpipe run stages/<recipe>.yaml [key=value ...]   run one pipeline stage (see stages/)
     rlpipe eval --model DIR --data DIR --out eval.json  held-out evaluation of a checkpoint
     rlpipe data build --out DIR --seed N [--size tiny]  build the task data sets
+    rlpipe data difficulty --model DIR --data DIR --out DIR  per-prompt pass rate + hack test
     rlpipe init-model --preset tiny --tokenizer DIR --out DIR --seed N
     rlpipe reward math --pred P --gold G | reward code --file F --tests T
 
@@ -18,9 +19,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("rlpipe.pipeline", "run_stage", "run one pipeline stage from a stages/*.yaml recipe"),
     "eval": ("rlpipe.evaluate", "main", "evaluate a checkpoint on the held-out splits"),
-    "data": ("data.build", "main", "build the task data sets (`rlpipe data build ...`)"),
+    "data": ("data.build", "main", "task data: `rlpipe data build ...` | `rlpipe data difficulty ...`"),
     "init-model": ("rlpipe.model.cli", "main", "write a randomly initialised checkpoint"),
     "reward": ("rewards.cli", "main", "debug a grader: `rlpipe reward math|code ...`"),
+}
+
+# `rlpipe data <verb>` -> (module, function).
+DATA_VERBS: dict[str, tuple[str, str]] = {
+    "build": ("data.build", "main"),
+    "difficulty": ("rlpipe.sampler", "main"),
 }
 
 
@@ -39,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rlpipe: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if command == "data":
-        # `rlpipe data build ...`: `build` is the only data verb today.
-        if not rest or rest[0] != "build":
-            print("usage: rlpipe data build --out DIR --seed N [--size tiny|small|full]", file=sys.stderr)
-            return 2
-        rest = rest[1:]
     module, function, _ = COMMANDS[command]
+    if command == "data":
+        # `rlpipe data <verb> ...`: each verb is its own module's main(argv).
+        if not rest or rest[0] not in DATA_VERBS:
+            print("usage: rlpipe data build --out DIR --seed N [--size tiny|small|full]\n"
+                  "       rlpipe data difficulty --model DIR --data DIR --out DIR [--split rl] [--k 10] "
+                  "[--limit N] [--backend vllm|local]", file=sys.stderr)
+            return 2
+        (module, function), rest = DATA_VERBS[rest[0]], rest[1:]
     result = getattr(importlib.import_module(module), function)(rest)
     return int(result or 0)
 

@@ -25,6 +25,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from rlpipe.evaluate import EvalConfig
+from rlpipe.rollout import RolloutConfig
+from rlpipe.sampler import SamplerConfig
+from rlpipe.train.rl import GRPOConfig, RewardsConfig
 from rlpipe.errors import ConfigError  # re-exported: the one user-error family (rlpipe.errors)
 
 
@@ -167,10 +170,26 @@ class ColdStartConfig(StageConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class ReasoningRLConfig(StageConfig):
+    """Stage 2: GRPO-family RL from the stage-1 model with rule rewards, then evaluation."""
+
+    stage: str = "stage-2"
+    init_from: str = "stage-1"  # a stage folder of this run, or a path to an HF checkpoint folder
+    split: str = "rl"  # datasets folder with prompt + answer/tests/numbers columns
+    evaluate_init: bool = True  # also evaluate the starting checkpoint (same grader, same split) for the report
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
 # Recipe `stage:` field -> (config dataclass, procedure module with `run(cfg)`, make target).
 STAGES: dict[str, tuple[type[StageConfig], str, str]] = {
     "stage-0": (BaseConfig, "rlpipe.pipeline.base", "make stage-0"),
     "stage-1": (ColdStartConfig, "rlpipe.pipeline.cold_start", "make stage-1"),
+    "stage-2": (ReasoningRLConfig, "rlpipe.pipeline.reasoning_rl", "make stage-2"),
 }
 
 

@@ -45,6 +45,7 @@ class EvalConfig:
     backend: str = "vllm"         # vllm | local
     seed: int = 0
     split: str = "eval"           # the folder under the data dir
+    enabled: bool = True          # the stage evaluates when it ends (false: skip, e.g. in benchmarks)
 
     def __post_init__(self) -> None:
         if self.backend not in ("vllm", "local"):

@@ -49,18 +49,16 @@ def run(cfg) -> None:
     if not acc.is_main_process:
         return
     out = cfg.out_dir
-    try:
-        result = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
-    finally:
-        close_engines()
-    if cfg.logging.plots:
-        plot_stage(out)  # again, now with eval.json
-    sections = [
-        ("Input", f"- initialised from `{init_dir}`"),
-        ("Cold-start SFT", training_section(outcome, cfg)),
-        (f"Held-out evaluation ({cfg.eval.split}, {result['overall']['n']} prompts, "
-         f"{result.get('seconds', 0):.0f} s)", markdown_table(result)),
-    ]
+    sections = [("Input", f"- initialised from `{init_dir}`"), ("Cold-start SFT", training_section(outcome, cfg))]
+    if cfg.eval.enabled:
+        try:
+            result = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
+        finally:
+            close_engines()
+        if cfg.logging.plots:
+            plot_stage(out)  # again, now with eval.json
+        sections.append((f"Held-out evaluation ({cfg.eval.split}, {result['overall']['n']} prompts, "
+                         f"{result.get('seconds', 0):.0f} s)", markdown_table(result)))
+        print(markdown_table(result))
     write_report(cfg, "Stage 1: cold-start SFT", sections)
-    print(markdown_table(result))
     print(f"stage-1 written to {out}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 BACKENDS = ("vllm", "local")
 
@@ -37,6 +37,31 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
+
+
+@dataclass
+class RolloutConfig:
+    """The RL stages' `rollout:` section: which engine samples, how many, how."""
+
+    backend: Literal["vllm", "local"] = "vllm"
+    prompts_per_step: int = 16  # prompts per optimizer step, over all processes
+    group_size: int = 8  # G samples per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    kv_cache_mb: int = 512  # vLLM KV cache per process (allocated at start)
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ValueError(f"rollout.group_size={self.group_size}: group advantages need at least 2 samples")
+        if self.prompts_per_step < 1 or self.max_new_tokens < 1:
+            raise ValueError("rollout.prompts_per_step and rollout.max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"rollout.temperature={self.temperature}: RL samples, it needs a temperature > 0")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
 
 @dataclass
@@ -108,4 +133,4 @@ def make_engine(backend: str, model_dir: str | Path, *, seed: int = 0, model=Non
     raise ValueError(f"rollout backend {backend!r}: valid choices are {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "RolloutEngine", "Rollouts", "Sampling", "finish", "make_engine"]
+__all__ = ["BACKENDS", "RolloutConfig", "RolloutEngine", "Rollouts", "Sampling", "finish", "make_engine"]

@@ -112,20 +112,17 @@ class PackedRows:
         return self.input_ids.shape[0]
 
 
-def pack(examples: Sequence[Example], seq_len: int, pad_id: int, *, packing: bool = True,
-         window: int = 64) -> PackedRows:
-    """Lay examples into rows of seq_len; one example per row if not packing.
+def assign_rows(lengths: Sequence[int], seq_len: int, *, packing: bool = True, window: int = 64) -> list[list[int]]:
+    """Which sequences go into which row of seq_len (indices per row, in order); one per row if not packing.
 
     First fit over the `window` most recently opened rows that still have room: close to the fill of
     sorting by length, while keeping the (shuffled) order, so no row collects only long or only
-    short examples. Segment ids count from 1 within a row; padding is segment 0 with label -100,
-    so no real token attends to it and it adds no loss."""
+    short examples. Shared by supervised packing and RL rollout packing."""
     rows: list[list[int]] = []  # indices of examples per row
     room: list[int] = []  # free positions per row
     open_rows: list[int] = []  # rows that may still take an example, oldest first
-    for i, ex in enumerate(examples):
-        L = len(ex.input_ids)
-        assert 0 < L <= seq_len, "examples are cut to seq_len before packing"
+    for i, L in enumerate(lengths):
+        assert 0 < L <= seq_len, "sequences are cut to seq_len before packing"
         target = None
         if packing:
             target = next((r for r in open_rows[-window:] if room[r] >= L), None)
@@ -139,6 +136,14 @@ def pack(examples: Sequence[Example], seq_len: int, pad_id: int, *, packing: boo
         room[target] -= L
         if packing and room[target] < 2:  # nothing trainable fits in fewer than 2 positions
             open_rows.remove(target)
+    return rows
+
+
+def pack(examples: Sequence[Example], seq_len: int, pad_id: int, *, packing: bool = True,
+         window: int = 64) -> PackedRows:
+    """Lay examples into rows of seq_len (`assign_rows`). Segment ids count from 1 within a row;
+    padding is segment 0 with label -100, so no real token attends to it and it adds no loss."""
+    rows = assign_rows([len(ex.input_ids) for ex in examples], seq_len, packing=packing, window=window)
     n = len(rows)
     input_ids = np.full((n, seq_len), pad_id, dtype=np.int64)
     labels = np.full((n, seq_len), IGNORE, dtype=np.int64)

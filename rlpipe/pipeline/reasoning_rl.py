@@ -1,0 +1,185 @@
+"""Stage 2 (DeepSeek-R1 reasoning RL): GRPO-family RL of the stage-1 model with rule-based rewards.
+
+1. Load `runs/<run>/stage-1/` (checkpoint + tokenizer) and the run's `rl` split; a missing stage 1
+   or an RL split without gradable columns is one error naming the fix.
+2. Per process (the process group exists first, then every process builds its own engine, seeded
+   per rank, threads set before it: platform-notes): a rollout engine on the stage-1 weights,
+   the Kimi prompt sampler, the parallel rule rewards, and the KL reference when beta > 0.
+3. Train with the one loop (`rlpipe.train.loop.train`) on the GRPO step contract
+   (`rlpipe.train.rl.GRPOSteps`): rollouts, rewards, advantages, loss, weight push every step.
+4. Write `runs/<run>/stage-2/` (HF checkpoint + tokenizer, metrics.jsonl, completions.jsonl, PNG
+   plots, wandb offline run), then evaluate it and the starting checkpoint on the held-out split
+   with the same grader (eval.json, eval_init.json) and write report.md: the before/after table
+   and the RL curves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+
+from rlpipe.errors import ConfigError, DataError
+from rlpipe.pipeline.common import ensure_data, leave_process_group, load_split, require_stage, write_report
+
+GRADABLE = ("answer", "tests", "numbers")  # a row is graded by one of these (rewards.task_accuracy_reward)
+
+
+def check_rl_rows(rows: list[dict], path) -> None:
+    """Every RL row needs a prompt and something to grade it against; one error naming the fix."""
+    if not rows:
+        raise DataError(f"{path}: the RL split is empty; rebuild the data with `rlpipe data build`")
+    missing = [c for c in ("prompt", "id", "task", "difficulty") if c not in rows[0]]
+    if missing:
+        raise DataError(f"{path}: RL rows need the column(s) {missing}; rebuild the split with `rlpipe data build`")
+    for row in rows:
+        if not any(row.get(c) not in (None, "", [], {}) for c in GRADABLE):
+            raise DataError(f"{path}: row id={row.get('id')!r} has no answer, tests or numbers to grade it by "
+                            f"(fields {', '.join(GRADABLE)} are all empty); fill one in or drop the row")
+
+
+def build_reward(cfg):
+    """The recipe's weighted rule rewards, computed in parallel worker threads."""
+    from rewards import combine
+    from rewards.parallel import ParallelReward
+
+    weights, options = dict(cfg.rewards.weights), {k: dict(v) for k, v in cfg.rewards.options.items()}
+    if cfg.grpo.overlong == "shape":  # DAPO's soft overlong punishment
+        weights.setdefault("overlong", 1.0)
+        options.setdefault("overlong", {"max_length": cfg.rollout.max_new_tokens,
+                                        "cache_length": cfg.grpo.overlong_buffer})
+    try:
+        combined = combine(weights, options)
+    except ValueError as err:
+        raise ConfigError(f"rewards: {err}") from None
+    return ParallelReward(combined, max_workers=cfg.rewards.workers, timeout_s=cfg.rewards.timeout_s)
+
+
+def run(cfg) -> None:
+    from rlpipe.model import load_pretrained
+    from rlpipe.plots import plot_stage
+    from rlpipe.rollout import make_engine
+    from rlpipe.sampler import PromptSampler
+    from rlpipe.tokenizer import load_tokenizer
+    from rlpipe.train import make_accelerator, train
+    from rlpipe.train.rl import GRPOSteps
+
+    init_dir = require_stage(cfg, cfg.init_from)
+    if cfg.train.max_steps < 1:
+        raise ConfigError(f"{cfg.stage}: train.max_steps={cfg.train.max_steps}; RL runs a set number of optimizer "
+                          f"steps: set train.max_steps (e.g. train.max_steps=100)")
+    acc = make_accelerator(cfg.train)  # threads and the process group exist before any engine
+    data_dir = ensure_data(cfg, acc, build_if_missing=False)
+    rows = [dict(r) for r in load_split(cfg, cfg.split)]
+    check_rl_rows(rows, cfg.data_path / cfg.split)
+    cfg.grpo.max_completion_length = cfg.rollout.max_new_tokens  # Dr. GRPO's constant normaliser
+    tokenizer = load_tokenizer(init_dir)
+    model = load_pretrained(init_dir, dtype=torch.float32)
+    rank = acc.process_index
+    engine_kw = dict(max_model_len=min(model.config.max_position_embeddings, 1024),
+                     kv_cache_bytes=cfg.rollout.kv_cache_mb * 2**20) if cfg.rollout.backend == "vllm" else {}
+    engine = make_engine(cfg.rollout.backend, init_dir, seed=cfg.train.seed + rank,
+                         model=model if cfg.rollout.backend == "local" else None, **engine_kw)
+    ref_model = None
+    if cfg.grpo.beta > 0:  # beta 0: no reference model in memory
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    sampler = PromptSampler(rows, cfg.sampler, seed=cfg.train.seed, num_steps=cfg.train.max_steps)
+    out = cfg.out_dir
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        from rlpipe.config import save_config
+
+        save_config(cfg, out / "config.yaml")
+    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine, reward=build_reward(cfg),
+                      sampler=sampler, grpo=cfg.grpo, rollout=cfg.rollout, rewards_cfg=cfg.rewards,
+                      num_steps=cfg.train.max_steps, seed=cfg.train.seed, seq_len=cfg.train.seq_len,
+                      accelerator=acc, out_dir=out, ref_model=ref_model)
+    acc.print(f"{cfg.stage}: {len(rows)} RL prompts ({sum(sampler.kept)} kept), {cfg.train.max_steps} steps x "
+              f"{cfg.rollout.prompts_per_step} prompts x {cfg.rollout.group_size} samples, loss {cfg.grpo.loss_type}, "
+              f"{cfg.rollout.backend} rollouts on {acc.num_processes} process(es)")
+    try:
+        result = train(model, steps, cfg, out_dir=out, tokenizer=tokenizer, accelerator=acc)
+    finally:
+        engine.close()  # before the process group goes (vLLM's clean-up needs it)
+    if acc.is_main_process:
+        result.model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    leave_process_group()
+    if not acc.is_main_process:
+        return
+    sections = [("Input", f"- initialised from `{init_dir}`\n- {len(rows)} RL prompts from `{cfg.data_path / cfg.split}`"),
+                ("Reinforcement learning", rl_section(result, cfg, sampler))]
+    if cfg.eval.enabled:
+        from rlpipe.evaluate import close_engines, evaluate_checkpoint
+
+        try:
+            after = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
+            before = None
+            if cfg.evaluate_init:
+                before = evaluate_checkpoint(init_dir, data_dir, out / "eval_init.json", cfg.eval)
+        finally:
+            close_engines()
+        sections.append((f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)",
+                         comparison_table(before, after, cfg.init_from)))
+    if cfg.logging.plots:
+        plot_stage(out)
+    write_report(cfg, "Stage 2: reasoning RL (GRPO)", sections)
+    print((out / "report.md").read_text())
+    print(f"stage-2 written to {out}")
+
+
+def rl_section(result, cfg, sampler) -> str:
+    m, g, r = result.last_metrics, cfg.grpo, cfg.rollout
+    lines = [
+        f"- {result.step} optimizer steps (resumed from {result.resumed_from}), {result.seconds / 60:.1f} min here; "
+        f"{r.prompts_per_step} prompts x {r.group_size} samples per step, {r.backend} rollouts at temperature "
+        f"{r.temperature}, at most {r.max_new_tokens} new tokens",
+        f"- loss `{g.loss_type}` (eps {g.eps_low}/{g.eps_high}, beta {g.beta}, mu {g.mu}), advantages scaled by "
+        f"`{g.scale_rewards}`, mismatch correction `{g.mismatch_mode}` (cap {g.mismatch_cap}), dynamic sampling "
+        f"{'on' if g.dynamic_sampling else 'off'}, overlong `{g.overlong}`, expert bias `{g.expert_bias}`, routing "
+        f"replay {'on' if g.routing_replay else 'off'}",
+        f"- rewards: " + ", ".join(f"{k} x {v:g}" for k, v in cfg.rewards.weights.items())
+        + (f", Kimi length penalty x {cfg.rewards.length_penalty:g} after step {cfg.rewards.length_penalty_warmup}"
+           if cfg.rewards.length_penalty else ""),
+        f"- sampler: curriculum `{cfg.sampler.curriculum}`, priority {'on' if cfg.sampler.priority else 'off'} "
+        f"(floor {cfg.sampler.floor}); dropped {sampler.dropped}",
+    ]
+    if m:
+        keys = [("reward/mean", "reward"), ("accuracy", "rollout accuracy"), ("completion_length/mean", "length"),
+                ("entropy", "entropy"), ("mismatch/logp_diff_max", "max |rollout - trainer logprob|"),
+                ("push_seconds", "weight push s"), ("step_seconds", "step s")]
+        lines.append("- last step: " + ", ".join(f"{name} {m[k]:.4g}" for k, name in keys if k in m))
+    return "\n".join(lines)
+
+
+def comparison_table(before: dict | None, after: dict, before_name: str) -> str:
+    """Before/after held-out table: overall figures, then greedy accuracy per task and level."""
+    from rlpipe.evaluate import markdown_table
+
+    if before is None:
+        return markdown_table(after)
+    keys = [("accuracy", "greedy accuracy"), ("pass_at_k", f"pass@{after['overall']['k']}"),
+            ("format_rate", "format"), ("language_consistency", "language consistency"),
+            ("mixing_rate", "language mixing"), ("mean_length", "mean length (tokens)"),
+            ("mixed_groups", "mixed groups")]
+    lines = [f"| | {before_name} | stage-2 | change |", "|---|---|---|---|"]
+    for key, name in keys:
+        b, a = before["overall"][key], after["overall"][key]
+        lines.append(f"| {name} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    lines += ["", f"Greedy accuracy per task and level, {before_name} -> stage-2:", ""]
+    levels = sorted({d for t in after["by_task"].values() for d in t}, key=int)
+    lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
+    lines.append("|---|" + "---|" * len(levels))
+    for task, cells in after["by_task"].items():
+        row = []
+        for d in levels:
+            b = before["by_task"].get(task, {}).get(d)
+            a = cells.get(d)
+            row.append(f"{b['accuracy']:.2f} -> {a['accuracy']:.2f}" if a and b else "-")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    lines += ["", "Stage-2 detail:", "", markdown_table(after)]
+    return "\n".join(lines)
+
+
+__all__ = ["build_reward", "check_rl_rows", "comparison_table", "run"]
