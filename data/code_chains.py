@@ -243,8 +243,13 @@ def _dropped_inputs(chain: Chain) -> list[list[int]]:
 def _cases(rng: random.Random, chain: Chain, n: int, shortest: int) -> list[list[int]] | None:
     """`n` input lists of small numbers (so the mapped values stay short), the last one short
     (`shortest`..2 numbers), that tell the chain apart from the same chain without any one of its
-    steps -- so a solution that skips a step fails the tests. None when 50 draws find no such cases
-    (the step hardly matters for small inputs, as `even` after `* 2`)."""
+    steps -- so a solution that skips a step fails the tests -- and from a constant: the results
+    other than the first (the prompt's example) are not all equal, so neither `return 0` nor the
+    example hard-coded passes. None when 50 draws find no such cases (the step hardly matters for
+    small inputs, as `even` after `* 2`; or the chain is constant, as "multiply by 8, add 4, keep
+    the odd results, return the smallest, 0 if none")."""
+    from data.code_tasks import tells_apart_from_constants
+
     skipped = [replace(chain, **{step: None}) for step in ("pre", "map", "post") if getattr(chain, step)]
     # A random list rarely holds the one value an "ne" filter drops: plant an input that reaches it.
     dropped = _dropped_inputs(chain)
@@ -254,14 +259,15 @@ def _cases(rng: random.Random, chain: Chain, n: int, shortest: int) -> list[list
         for i, hits in enumerate(dropped):
             if hits:
                 cases[1 + i][rng.randrange(len(cases[1 + i]))] = rng.choice(hits)
-        if all(any(run_chain(chain, c) != run_chain(other, c) for c in cases) for other in skipped):
+        if (all(any(run_chain(chain, c) != run_chain(other, c) for c in cases) for other in skipped)
+                and tells_apart_from_constants([(c, run_chain(chain, c)) for c in cases])):
             return cases
     return None
 
 
 def chain_with_cases(rng: random.Random, steps: int, n: int, shortest: int = 0) -> tuple[Chain, list[list[int]]]:
     """A random chain of `steps` steps and `n` test inputs for it (`_cases`), redrawn until every
-    step shows in the results."""
+    step shows in the results and the results vary."""
     while True:
         chain = random_chain(rng, steps)
         cases = _cases(rng, chain, n, shortest)

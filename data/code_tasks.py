@@ -10,6 +10,9 @@
   reference solution against its tests checks the solution, not itself.
 - Variety comes from the function name, a constant `k` where the task has one, and the example in the
   prompt; the problem key holds all three, so held-out prompts are never seen in training.
+- The tests tell a solution from a constant: cases whose outputs, apart from the prompt's example,
+  are all equal (`count_k` on lists without k, `balanced` on three unbalanced strings) would pay
+  `return 0` or the example hard-coded, so they are redrawn (`tells_apart_from_constants`).
 - Level 3 draws half its problems from these templates and half from two-step compositional chains;
   level 4 is all three-step chains (`data/code_chains.py`): templates with varied constants are
   recalled, not reasoned, so the hard levels must be composed from the prompt's words.
@@ -463,12 +466,25 @@ def _quote_code(text: str) -> str:
     return _ASCII_RUN.sub(wrap, text)
 
 
+def tells_apart_from_constants(pairs: list[tuple]) -> bool:
+    """Whether (input, expected output) test cases, the first one the prompt's example, fail both
+    a constant function and the example hard-coded (its output for its input, a constant
+    otherwise): the outputs for the other inputs take at least two values. Equality is Python's,
+    as the tests compare (`0 == False`)."""
+    example_input = pairs[0][0]
+    rest = [out for inp, out in pairs if inp != example_input]
+    return any(out != rest[0] for out in rest[1:])
+
+
 def _function_problem(rng: random.Random, t: FuncTemplate) -> Problem:
     k = t.param(rng)
     name = rng.choice(BINOPS[k] if t.template == "binop" else t.names)
     code = f"def {name}({t.args}):\n" + _fill(t.code, k)
-    cases = t.cases(rng, k)
-    results = [t.oracle(k, *args) for args in cases]
+    while True:
+        cases = t.cases(rng, k)
+        results = [t.oracle(k, *args) for args in cases]
+        if tells_apart_from_constants(list(zip(cases, results))):
+            break
     example_args, example_out = cases[0], results[0]
     shown = ", ".join(repr(a) for a in example_args)
     tests = "def check(candidate):\n" + "".join(
@@ -490,7 +506,10 @@ def _function_problem(rng: random.Random, t: FuncTemplate) -> Problem:
 def _io_problem(rng: random.Random, t: IOTemplate) -> Problem:
     k = t.param(rng)
     code = _fill(t.code, k)
-    inputs = t.cases(rng, k)
+    while True:
+        inputs = t.cases(rng, k)
+        if tells_apart_from_constants([(line, t.oracle(k, line)) for line in inputs]):
+            break
     cases = [{"input": line + "\n", "output": t.oracle(k, line) + "\n"} for line in inputs]
     ex_in, ex_out = inputs[0], cases[0]["output"].rstrip("\n")
     en = f"Write a Python program that {_fill(t.en, k)}. For example, for the input `{ex_in}` it prints `{ex_out}`."

@@ -2,8 +2,10 @@
 
 - `check_solution(code, tests, entry_point=...)` -> `CodeResult(passed, total, status, ...)`.
   `tests` is either HumanEval-style Python defining `check(candidate)` (or top-level asserts that
-  call the entry point by name), or stdin/stdout cases `[{"input": ..., "output": ...}]` (a list
-  or its JSON string, as dataset columns store it).
+  call the entry point by name), MBPP's list of assert statements, or stdin/stdout cases
+  `[{"input": ..., "output": ...}]` (a list or its JSON string, as dataset columns store it).
+  HumanEval rows work as its own harness composes them: `check_solution(prompt + completion,
+  test, entry_point=...)`.
 - `code_reward(prompts, completions, tests=..., entry_point=...)`: passed/total per sample (or
   all-or-nothing), None for samples without tests. Code comes from the completion's
   `<answer>...</answer>`, preferring a fenced ```python block inside it.
@@ -18,7 +20,13 @@ always True, frame walking or a patched AssertionError pass them):
 - `candidate(*args)` in the tests is a proxy: H sends the arguments to C as data, C calls the
   function and sends the return value back as data (JSON with tags for tuple/set/dict/bytes),
   and H compares plain Python values. Objects never cross, so `__eq__` tricks earn nothing, and
-  `exit(0)` in C only makes every later call fail.
+  `exit(0)` in C only makes every later call fail. Other functions the tests call but do not
+  define are proxies the same way: MBPP's asserts name the function under test (served by C),
+  and HumanEval/32, 38 and 50 call helpers the prompt defines (`poly`, `encode_cyclic`,
+  `encode_shift`). Those are served by a third process P, forked from H like C, that runs only
+  the program's prelude (its statements before the entry point: the prompt's part), so a
+  completion that redefines `poly`, or patches `math` under it, cannot change what the tests
+  compute.
 - Each statement of `check` that tests the candidate is run and recorded on its own (so
   passed/total is per test), and every record H sends to the parent travels on a private pipe C
   does not hold, tagged with a random nonce made per run (C never has it in memory). The
@@ -36,9 +44,10 @@ always True, frame walking or a patched AssertionError pass them):
 
 from __future__ import annotations
 
-from rewards.format import completion_text  # one definition of "the text of a completion"
+from rewards.format import answer_blocks, completion_text, response_region  # one definition each
 
 import ast
+import builtins
 import concurrent.futures
 import hmac
 import json
@@ -159,33 +168,27 @@ def read_all(fd):
         chunks.append(b)
 
 
-def load_candidate(name):
-    """In C: read the candidate's code and run it in a fresh module namespace."""
-    cfg = json.loads(read_all(CAND_FD))
-    ns = {"__name__": name, "__builtins__": builtins}
-    # Annotations stay unevaluated, so a missing `from typing import List` is no failure.
-    flags = __import__("__future__").annotations.compiler_flag
-    code = compile(cfg["code"], "<candidate>", "exec", flags=flags, dont_inherit=True)
-    return cfg, ns, code
-
-
-def child_call(req_r, resp_w):
-    """C in call mode: load the candidate, then answer call requests until EOF."""
+def serve(source, main, req_r, resp_w):
+    """C (the program) or P (its prelude): run `source` in a fresh module namespace, then answer
+    call requests until EOF. A request names the function (None: `main`, the entry point, or the
+    last function the source defines when `main` is empty); P has no main function."""
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     sys.setrecursionlimit(sys.getrecursionlimit() + 30)
     out = os.fdopen(resp_w, "w", encoding="utf-8")
     try:
-        cfg, ns, code = load_candidate("__candidate__")
-        exec(code, ns)
-        name = cfg.get("entry_point")
-        if not name:
-            funcs = [k for k, v in ns.items() if type(v).__name__ == "function"]
-            name = funcs[-1] if funcs else None
-        fn = ns.get(name) if name else None
-        if not callable(fn):
-            raise NameError("the candidate defines no function %r" % name)
+        ns = {"__name__": "__candidate__", "__builtins__": builtins}
+        # Annotations stay unevaluated, so a missing `from typing import List` is no failure.
+        flags = __import__("__future__").annotations.compiler_flag
+        exec(compile(source, "<candidate>", "exec", flags=flags, dont_inherit=True), ns)
+        fn = None
+        if main is not None:
+            name = main or next((k for k, v in reversed(list(ns.items()))
+                                 if type(v).__name__ == "function"), None)
+            fn = ns.get(name) if name else None
+            if not callable(fn):
+                raise NameError("the candidate defines no function %r" % name)
     except BaseException as e:
         out.write(json.dumps({"load_error": "%s: %s" % (type(e).__name__, str(e)[:300])}) + "\n")
         out.flush()
@@ -195,8 +198,10 @@ def child_call(req_r, resp_w):
     for line in os.fdopen(req_r, "r", encoding="utf-8"):
         req = json.loads(line)
         try:
-            value = fn(*dec(req["a"]), **dec(req["k"]))
-            reply = json.dumps({"r": enc(value)})
+            f = fn if req["f"] is None else ns.get(req["f"])
+            if not callable(f):
+                raise NameError("name %r is not defined by the program" % req["f"])
+            reply = json.dumps({"r": enc(f(*dec(req["a"]), **dec(req["k"])))})
         except BaseException as e:
             reply = json.dumps({"e": type(e).__name__, "m": str(e)[:300]})
         out.write(reply + "\n")
@@ -208,9 +213,63 @@ class CandidateError(Exception):
     pass
 
 
-def parent_call(pid, req_w, resp_r):
-    """H in call mode: read the secret tests, run them against a proxy of C's function."""
-    os.close(CAND_FD)
+class Child:
+    """H's end of a serving child (C or P): calls go out as data, values come back as data."""
+
+    def __init__(self, pid, req_w, resp_r):
+        self.pid = pid
+        self.req = os.fdopen(req_w, "w", encoding="utf-8")
+        self.resp = os.fdopen(resp_r, "r", encoding="utf-8")
+        self.alive = True
+        self.load_error = None
+
+    def receive(self):
+        line = self.resp.readline(64 << 20)
+        if not line.endswith("\n"):
+            self.alive = False
+            raise CandidateError("the candidate process ended or sent garbage")
+        return json.loads(line)
+
+    def wait_ready(self):
+        try:
+            hello = self.receive()
+        except (CandidateError, ValueError) as e:
+            hello = {"load_error": "the candidate process died while loading (%s)" % e}
+        if type(hello) is not dict or "ready" not in hello:
+            self.load_error = str(hello.get("load_error") if type(hello) is dict else hello)[:300]
+            self.alive = False
+
+    def proxy(self, name):
+        def call(*args, **kwargs):
+            if not self.alive:
+                raise CandidateError("the candidate is not running")
+            payload = json.dumps({"f": name, "a": enc(list(args)), "k": enc(kwargs)})
+            try:
+                self.req.write(payload + "\n")
+                self.req.flush()
+            except OSError:
+                self.alive = False
+                raise CandidateError("the candidate process ended")
+            msg = self.receive()
+            if type(msg) is not dict:
+                raise CandidateError("malformed reply")
+            if "r" in msg:
+                return dec(msg["r"])
+            exc = getattr(builtins, str(msg.get("e")), None)
+            text = str(msg.get("m", ""))[:300]
+            if isinstance(exc, type) and issubclass(exc, Exception):
+                raise exc(text)
+            raise CandidateError("%s: %s" % (msg.get("e"), text))
+        return call
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)  # so the child's CPU time is accounted to the run (getrusage)
+
+
+def parent_call(program, prelude):
+    """H in call mode: read the secret tests, run them against proxies of the program's functions
+    (C) and of the helpers its prelude defines (P)."""
     secret = json.loads(read_all(SECRET_FD))
     nonce = secret["nonce"]
     result = os.fdopen(RESULT_FD, "w", encoding="utf-8")
@@ -219,74 +278,55 @@ def parent_call(pid, req_w, resp_r):
         result.write(nonce + "\t" + json.dumps(obj) + "\n")
         result.flush()
 
-    req = os.fdopen(req_w, "w", encoding="utf-8")
-    resp = os.fdopen(resp_r, "r", encoding="utf-8")
-    state = {"alive": True}
-
-    def receive():
-        line = resp.readline(64 << 20)
-        if not line.endswith("\n"):
-            state["alive"] = False
-            raise CandidateError("the candidate process ended or sent garbage")
-        return json.loads(line)
-
-    try:
-        hello = receive()
-    except (CandidateError, ValueError) as e:
-        hello = {"load_error": "the candidate process died while loading (%s)" % e}
-    if type(hello) is not dict or "ready" not in hello:
-        send({"load_error": str(hello.get("load_error") if type(hello) is dict else hello)[:300]})
-        state["alive"] = False
-
-    def candidate(*args, **kwargs):
-        if not state["alive"]:
-            raise CandidateError("the candidate is not running")
-        payload = json.dumps({"a": enc(list(args)), "k": enc(kwargs)})
-        try:
-            req.write(payload + "\n")
-            req.flush()
-        except OSError:
-            state["alive"] = False
-            raise CandidateError("the candidate process ended")
-        msg = receive()
-        if type(msg) is not dict:
-            raise CandidateError("malformed reply")
-        if "r" in msg:
-            return dec(msg["r"])
-        exc = getattr(builtins, str(msg.get("e")), None)
-        text = str(msg.get("m", ""))[:300]
-        if isinstance(exc, type) and issubclass(exc, Exception):
-            raise exc(text)
-        raise CandidateError("%s: %s" % (msg.get("e"), text))
+    for child in (program, prelude):
+        if child is not None:
+            child.wait_ready()
+    if program.load_error is not None:
+        send({"load_error": program.load_error})
 
     def record(index, exc):
         detail = None if exc is None else ("%s: %s" % (type(exc).__name__, str(exc)[:200]))
         send({"test": index, "ok": exc is None, "detail": detail})
 
-    ns = {"__name__": "__tests__", "__builtins__": builtins, _CANDIDATE: candidate, _RECORD: record}
+    ns = {"__name__": "__tests__", "__builtins__": builtins, _CANDIDATE: program.proxy(None), _RECORD: record}
     if secret["entry_point"]:
-        ns[secret["entry_point"]] = candidate
+        ns[secret["entry_point"]] = ns[_CANDIDATE]
+    for name in secret["program_names"]:
+        ns[name] = program.proxy(name)
+    for name in secret["helper_names"]:
+        ns[name] = prelude.proxy(name)
     try:
         exec(compile(secret["tests"], "<tests>", "exec"), ns)
     except BaseException as e:
         send({"harness_error": "%s: %s" % (type(e).__name__, str(e)[:300])})
     send({"done": True})
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)  # so C's CPU time is accounted to the run (getrusage of the caller)
+    for child in (program, prelude):
+        if child is not None:
+            child.stop()
     os._exit(0)
 
 
 def run_call():
-    req_r, req_w = os.pipe()
-    resp_r, resp_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (SECRET_FD, RESULT_FD, req_w, resp_r):
-            os.close(fd)
-        child_call(req_r, resp_w)
-    for fd in (req_r, resp_w):
-        os.close(fd)
-    parent_call(pid, req_w, resp_r)
+    cfg = json.loads(read_all(CAND_FD))
+    held = [SECRET_FD, RESULT_FD]  # H's descriptors no child may keep
+
+    def spawn(source, main):
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            for fd in held + [req_w, resp_r]:
+                os.close(fd)
+            serve(source, main, req_r, resp_w)
+        os.close(req_r)
+        os.close(resp_w)
+        held.extend((req_w, resp_r))
+        return Child(pid, req_w, resp_r)
+
+    # Both children are forked BEFORE H reads the secret (tests, nonce): neither ever holds them.
+    program = spawn(cfg["code"], cfg["entry_point"] or "")
+    prelude = spawn(cfg["prelude"], None) if cfg["prelude"] else None
+    parent_call(program, prelude)
 
 
 def kill_others():
@@ -446,16 +486,84 @@ def _is_check_call(stmt: ast.stmt) -> bool:
             and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "check")
 
 
+_BUILTIN_NAMES = frozenset(dir(builtins))
+
+
+def _free_names(body: list[ast.stmt]) -> set[str]:
+    """Names the code reads but binds nowhere and Python does not provide: they can only come from
+    the program under test (`poly` in HumanEval/32's tests, every function MBPP's asserts call)."""
+    module = ast.Module(body=body, type_ignores=[])
+    loaded, bound = set(), set()
+    for node in ast.walk(module):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+    return {n for n in loaded - bound - _BUILTIN_NAMES if not (n.startswith("__") and n.endswith("__"))}
+
+
+def _top_level_names(stmt: ast.stmt) -> set[str]:
+    """The module-level names a top-level statement defines (functions, classes, imports, assignments)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _prelude(program: str, entry_point: str | None, names: set[str]) -> tuple[str, set[str]]:
+    """(source, helpers): the program's top-level statements before the entry point's first
+    definition, and which of `names` they define.
+
+    In HumanEval's convention the program is prompt + completion, and the tests call helpers the
+    prompt defines (`poly`, `encode_cyclic`). The prelude is the prompt's part: a completion is
+    appended after it and cannot change it. Calls to those helpers go to a process that runs only
+    the prelude, so a completion that redefines `poly` or patches what it uses changes nothing
+    the tests compute."""
+    if not entry_point or not names:
+        return "", set()
+    try:
+        module = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return "", set()  # the program does not load; every test fails anyway
+    for i, stmt in enumerate(module.body):
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == entry_point:
+            head = module.body[:i]
+            break
+    else:
+        return "", set()
+    helpers = names & set().union(*map(_top_level_names, head))
+    if not helpers:
+        return "", set()
+    return ast.unparse(ast.Module(body=head, type_ignores=[])), helpers
+
+
 class _TestPlan:
-    """Rewrites test code so that each statement testing the candidate is run and recorded alone.
+    """Rewrites test code so that each statement testing the candidate is run and recorded alone,
+    and says where each name the tests take from the program comes from.
 
     A statement is a test when it refers to the candidate (directly or through a name assigned
     from it) and asserts or raises (itself or through a helper function defined in the tests).
     Other statements are set-up: their errors are ignored, so a failing set-up only fails the
     tests that depend on it. `assert True` lines do not count as tests.
+
+    Names the tests read but do not define (`_free_names`) are the program's: `helper_names`, the
+    ones its prelude defines (`_prelude`), are served by the prelude alone; `program_names`, the
+    rest, by the whole program, and statements using them are tests (MBPP's asserts call the
+    function by name). A helper the tests define themselves wins over the program's.
     """
 
-    def __init__(self, source: str, entry_point: str | None):
+    def __init__(self, source: str, entry_point: str | None, program: str = ""):
         try:
             module = ast.parse(source)
         except SyntaxError as e:
@@ -465,14 +573,18 @@ class _TestPlan:
             ) from None
         self.total = 0
         self.sources: list[str] = []  # each test's code, for the failure details
-        self.helpers = {n.name for n in module.body
-                        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name != "check"}
+        self.test_functions = {n.name for n in module.body
+                               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name != "check"}
+        # A stub or reference solution in the tests must not stand in for the candidate.
+        kept = [stmt for stmt in module.body
+                if not (isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == entry_point)]
+        free = _free_names(kept) - {entry_point}
+        self.prelude, self.helper_names = _prelude(program, entry_point, free)
+        self.program_names = free - self.helper_names
         body: list[ast.stmt] = []
         check = None
-        taint = {entry_point} if entry_point else set()
-        for stmt in module.body:
-            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == entry_point:
-                continue  # a stub or reference solution in the tests must not stand in for the candidate
+        taint = ({entry_point} if entry_point else set()) | self.program_names
+        for stmt in kept:
             if isinstance(stmt, ast.FunctionDef) and stmt.name == "check":
                 check = stmt
                 param = check.args.args[0].arg if check.args.args else _CANDIDATE
@@ -507,7 +619,7 @@ class _TestPlan:
             if isinstance(node, (ast.Assert, ast.Raise)):
                 return True
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in self.helpers):
+                    and node.func.id in self.test_functions):
                 return True
         return False
 
@@ -539,8 +651,24 @@ class _TestPlan:
                        orelse=[], finalbody=[])
 
 
+def _assert_list(tests) -> list[str] | None:
+    """MBPP's `test_list` (one assert statement per string), given as a list or its JSON string."""
+    if isinstance(tests, str):
+        if not tests.strip().startswith("["):
+            return None
+        try:
+            tests = json.loads(tests)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(tests, (list, tuple)) and tests and all(isinstance(t, str) for t in tests):
+        return list(tests)
+    return None
+
+
 def _parse_io_cases(tests) -> list[dict] | None:
-    """The stdin/stdout cases, or None if `tests` is test code."""
+    """The stdin/stdout cases, or None if `tests` is test code (or a list of assert statements)."""
+    if _assert_list(tests) is not None:
+        return None
     if isinstance(tests, str):
         text = tests.strip()
         if not text.startswith("["):
@@ -550,7 +678,8 @@ def _parse_io_cases(tests) -> list[dict] | None:
         except json.JSONDecodeError:
             return None
     if not isinstance(tests, list):
-        raise ValueError("tests: expected Python test code or a list of {input, output} cases")
+        raise ValueError("tests: expected Python test code, a list of assert statements or a list "
+                         "of {input, output} cases")
     cases = []
     for i, case in enumerate(tests):
         if not isinstance(case, dict) or "input" not in case or "output" not in case:
@@ -596,21 +725,30 @@ def check_solution(
 ) -> CodeResult:
     """Run `code` against `tests` in the sandbox; the verdict is computed outside it.
 
-    tests: Python test code (HumanEval `check(candidate)`, helpers such as the problem prompt
-    allowed; a definition of `entry_point` in it is ignored) or stdin/stdout cases. entry_point:
-    the function under test (default: a `check(NAME)` call in the tests, else the last function
-    the candidate defines). timeout_s: wall-clock limit for all of check() together, or per case.
+    code: the program; in HumanEval's convention `prompt + completion`, with the row's `test`
+    as given (helpers the prompt defines and the tests call, such as `poly`, come from the
+    program's prelude: see `_prelude`). tests: Python test code (HumanEval `check(candidate)`;
+    helpers allowed, and they win over the program's; a definition of `entry_point` in it is
+    ignored), MBPP's list of assert statements (calling the function by name), or stdin/stdout
+    cases. entry_point: the function under test (default: a `check(NAME)` call in the tests,
+    else the last function the candidate defines). timeout_s: wall-clock limit for all of
+    check() together, or per case.
     """
     cases = _parse_io_cases(tests)
     nonce = secrets.token_hex(16)
     if cases is not None:
         return _check_io(code, cases, nonce, timeout_s, memory_mb)
+    asserts = _assert_list(tests)
+    if asserts is not None:
+        tests = "\n".join(asserts)
     if entry_point is None:
         found = re.search(r"^check\((\w+)\)\s*$", tests, re.M)
         entry_point = found.group(1) if found else None
-    plan = _TestPlan(tests, entry_point)
-    secret = json.dumps({"nonce": nonce, "tests": plan.source, "entry_point": entry_point}).encode()
-    candidate = json.dumps({"code": code, "entry_point": entry_point}).encode()
+    plan = _TestPlan(tests, entry_point, code)
+    secret = json.dumps({"nonce": nonce, "tests": plan.source, "entry_point": entry_point,
+                         "program_names": sorted(plan.program_names),
+                         "helper_names": sorted(plan.helper_names)}).encode()
+    candidate = json.dumps({"code": code, "entry_point": entry_point, "prelude": plan.prelude}).encode()
     result, side = run_sandboxed(
         HARNESS, args=("call",), side_inputs=(candidate, secret), side_output_cap=_RESULT_CAP,
         timeout_s=timeout_s, memory_mb=memory_mb)
@@ -684,20 +822,21 @@ def _check_io(code, cases, nonce, timeout_s, memory_mb) -> CodeResult:
 # The reward function.
 # --------------------------------------------------------------------------------------------
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
 
 
 def extract_code(text: str) -> str | None:
     """The program in `<answer>...</answer>` (its last fenced block if it has one).
 
-    Two or more answers count as none (a hedge must not win). Without an answer tag, the last
-    fenced Python block of the completion is used.
+    Only the response's final part counts (`rewards.format.answer_blocks`): code drafted inside
+    `<think>` is not the answer. Two or more answers, or answer tags that do not pair up, count as
+    none (a hedge must not win). Without an answer tag, the last fenced Python block of the final
+    part is used.
     """
-    answers = _ANSWER.findall(text)
-    if len(answers) > 1:
+    answers = answer_blocks(text)
+    if answers is None or len(answers) > 1:
         return None
-    region = answers[0] if answers else text
+    region = answers[0] if answers else response_region(text)
     fences = _FENCE.findall(region)
     if fences:
         return fences[-1]

@@ -6,6 +6,11 @@ template; recipes.md section 3). This module:
 - `completion_text`: a completion given as a string or as chat messages -> the assistant's text.
 - `split_response` / `think_text` / `answer_text` / `strip_markup`: the parts of a response, shared
   by the other rewards (language consistency reads the CoT, countdown reads the answer).
+- `response_region` / `answer_blocks`: where a grader looks for the final answer -- one rule for
+  the math, countdown and code graders, so no grader pays an answer the others would not see:
+  the text after the last `</think>` (all of it when there is none), up to a `<think>` opened
+  again. An answer only inside the reasoning is no answer; answer tags that do not pair up
+  (nested, unclosed, stray) are no answer either.
 - `check_format`: the strict verdict with the reason it failed, for debugging and the CLI.
 - `format_reward`: 1.0 only for exactly one non-empty think block followed by exactly one
   non-empty answer block and nothing after it but whitespace or end-of-sequence tokens.
@@ -224,21 +229,49 @@ def tag_count_prefilled_reward(
     return tag_count_reward(prompts, completions, think_prefilled=True)
 
 
+def response_region(text: str) -> str:
+    """The part of a response that may hold its final answer: the text after the last `</think>`
+    (the whole text when there is none), cut where a `<think>` opens again. The reasoning may quote
+    tags, box intermediate results or draft code; none of that is the answer."""
+    close = text.rfind(THINK_CLOSE)
+    region = text[close + len(THINK_CLOSE):] if close >= 0 else text
+    reopen = region.find(THINK_OPEN)
+    return region if reopen < 0 else region[:reopen]
+
+
+def answer_blocks(text: str) -> list[str] | None:
+    """The contents of the `<answer>...</answer>` blocks in `response_region(text)`, in order ([]
+    when there is no answer tag); None when the tags there do not pair up (nested, unclosed or
+    stray): no well-formed answer. A str.find scan, linear in the text: a regex with a lazy `.*?`
+    would be quadratic on a megabyte of unclosed `<answer>` tags."""
+    region = response_region(text)
+    blocks = []
+    pos = 0
+    while True:
+        start = region.find(ANSWER_OPEN, pos)
+        if start < 0:
+            break
+        end = region.find(ANSWER_CLOSE, start + len(ANSWER_OPEN))
+        if end < 0:
+            return None
+        blocks.append(region[start + len(ANSWER_OPEN):end])
+        pos = end + len(ANSWER_CLOSE)
+    opened, closed = region.count(ANSWER_OPEN), region.count(ANSWER_CLOSE)
+    return blocks if opened == closed == len(blocks) else None
+
+
 def split_response(text: str) -> tuple[str | None, str | None]:
     """(think, answer) of a response, leniently, for rewards that read one part.
 
     think: the first `<think>...</think>` block; else, when only `</think>` is present (the prompt
-    opened the block), the text before it; else None. answer: the content of the single
-    `<answer>...</answer>` block; None when there is none or more than one (a hedge must not win).
+    opened the block), the text before it; else None. answer: `answer_text(text)`.
     """
     think: str | None = None
     close = text.find(THINK_CLOSE)
     if close >= 0:
         open_ = text.rfind(THINK_OPEN, 0, close)
         think = text[open_ + len(THINK_OPEN) : close] if open_ >= 0 else text[:close]
-    answers = regex.findall(r"<answer>(.*?)</answer>", text, flags=regex.DOTALL)
-    answer = answers[0] if len(answers) == 1 else None
-    return think, answer
+    return think, answer_text(text)
 
 
 def think_text(text: str) -> str:
@@ -253,5 +286,7 @@ def think_text(text: str) -> str:
 
 
 def answer_text(text: str) -> str | None:
-    """The content of the single `<answer>` block, or None (missing or repeated)."""
-    return split_response(text)[1]
+    """The content of the single `<answer>` block of the response's final part (`answer_blocks`),
+    or None: missing, repeated (a hedge must not win), malformed, or only inside the reasoning."""
+    blocks = answer_blocks(text)
+    return blocks[0] if blocks is not None and len(blocks) == 1 else None

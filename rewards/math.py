@@ -5,15 +5,26 @@ What this module does:
 - `math_equal(pred, gold)`: True iff the two answers are mathematically equivalent; never raises,
   never executes model text, bounded time.
 - `explain(pred, gold)`: the verdict plus why (normalised forms, deciding rule, failure reason).
-- `accuracy_reward(prompts, completions, answer, **kw)`: 1.0 / 0.0 per sample (None without a
-  gold answer), the R1 rule-based accuracy reward.
+- `accuracy_reward(prompts, completions, answer, task=None, **kw)`: 1.0 / 0.0 per sample (None
+  without a gold answer), the R1 rule-based accuracy reward.
+- `is_number(answer)`: whether an answer is one plain number, the form `NUMBER_TASKS` ask for.
+
+Answer form: a row whose `task` column names a task in `NUMBER_TASKS` (this project's
+`arithmetic` and `equations`, whose prompts ask for the value) is paid only for a plain number
+(`is_number`): an integer, a decimal, or a fraction in lowest terms (`-3/4`, `\frac{7}{3}`),
+optionally as `x = <number>`. Equivalence alone would pay the question restated (`29 + 3 * 6` for
+"Compute 29 + 3 * 6.") or left half done (`29 + 18`, `x = 21/3`), which a policy learns at once.
+Rows without a `task`, or of other tasks (external datasets), keep the generic rule: any
+equivalent answer.
 
 Extraction rules (`extract_answer`):
-- Only the text after the last `</think>` counts (all of it when there is none): the reasoning
-  may quote tags and box intermediate results.
+- Only the response's final part counts (`rewards.format.response_region`: after the last
+  `</think>`, all of it when there is none, up to a `<think>` opened again): the reasoning may
+  quote tags and box intermediate results.
 - If that text has `<answer>...</answer>` blocks, the answer comes from them; several blocks must
-  agree (after whitespace normalisation) or there is no answer. Inside a block that contains
-  `\boxed{}`, the boxed contents are the answer and all of them must agree.
+  agree (after whitespace normalisation) or there is no answer, and tags that do not pair up
+  (nested, unclosed, stray) mean no answer. Inside a block that contains `\boxed{}`, the boxed
+  contents are the answer and all of them must agree.
 - Else the last `\boxed{...}` (or `\fbox{}`; balanced, nested braces). A hedge -- a different
   `\boxed{}` within 40 characters before the last one (`\boxed{3} or \boxed{4}`) -- means no
   answer; results boxed earlier (further back) do not.
@@ -76,7 +87,7 @@ Comparison rules (`math_equal`):
 """
 from __future__ import annotations
 
-from rewards.format import completion_text  # one definition of "the text of a completion"
+from rewards.format import answer_blocks, completion_text, response_region  # one definition each
 
 import math as _math
 import re
@@ -86,7 +97,7 @@ from fractions import Fraction
 from rewards import _math_parse as P
 from rewards._math_worker import POOL, WorkerTimeout
 
-__all__ = ["extract_answer", "math_equal", "explain", "accuracy_reward"]
+__all__ = ["NUMBER_TASKS", "extract_answer", "math_equal", "explain", "is_number", "accuracy_reward"]
 
 DEFAULT_TIMEOUT_S = 3.0
 _REL_TOL = Fraction(1, 10**6)
@@ -116,22 +127,6 @@ def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
         pos = end + 1
 
 
-def _answer_blocks(text: str) -> list[str]:
-    """Contents of <answer>...</answer> blocks. A str.find scan, linear in the text: a regex with
-    a lazy `.*?` would be quadratic on a megabyte of unclosed `<answer>` tags."""
-    blocks = []
-    pos = 0
-    while True:
-        start = text.find("<answer>", pos)
-        if start < 0:
-            return blocks
-        end = text.find("</answer>", start + 8)
-        if end < 0:
-            return blocks
-        blocks.append(text[start + 8:end])
-        pos = end + 9
-
-
 def _same(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
@@ -141,12 +136,10 @@ def extract_answer(text: str) -> str | None:
     try:
         if not isinstance(text, str):
             return None
-        # Only text after the last </think> is the answer; the reasoning may quote tags and boxes.
-        region = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
-        blocks = _answer_blocks(region)
+        blocks = answer_blocks(text)
+        if blocks is None:
+            return None          # nested, unclosed or stray tags: not one well-formed answer
         if blocks:
-            if any("<answer>" in b for b in blocks):
-                return None      # nested tags: not one well-formed answer
             answers = []
             for block in blocks:
                 boxes = _boxed_spans(block)
@@ -155,7 +148,7 @@ def extract_answer(text: str) -> str | None:
             if any(not a for a in answers) or any(not _same(a, answers[0]) for a in answers):
                 return None
             return answers[0]
-        boxes = _boxed_spans(region)
+        boxes = _boxed_spans(response_region(text))
         if not boxes:
             return None
         last = boxes[-1]
@@ -482,14 +475,49 @@ def math_equal(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
 # Reward
 # ---------------------------------------------------------------------------------------------
 
-def accuracy_reward(prompts, completions, answer=None, **kwargs) -> list[float | None]:
+# Tasks whose prompts ask for a number (data/arithmetic.py, data/equations.py): see "Answer form".
+NUMBER_TASKS = frozenset({"arithmetic", "equations"})
+
+
+def _is_number_tree(node) -> bool:
+    if node[0] == "rel" and node[1] == "=" and node[2][0] == "sym":
+        node = node[3]               # `x = 7/3`: the builder's own equations answers
+    if node[0] == "neg":
+        node = node[1]
+    if node[0] == "num":
+        return True
+    if node[0] != "div":
+        return False
+    top, bottom = node[1][1] if node[1][0] == "neg" else node[1], node[2]
+    if top[0] != "num" or bottom[0] != "num" or top[2] or bottom[2]:
+        return False                 # only integer over integer, as written (no decimals)
+    p, q = top[1], bottom[1]
+    return (p.denominator == 1 and q.denominator == 1 and q > 1
+            and _math.gcd(p.numerator, q.numerator) == 1)
+
+
+def is_number(answer: str | None) -> bool:
+    """True when `answer` is one plain number: an integer or decimal (`47`, `-3`, `0.5`, `1,000`,
+    `2 1/3`), or a fraction of two integers in lowest terms (`-3/4`, `\\frac{7}{3}`), optionally
+    written `x = <number>`. Not an expression (`29 + 18`, `94/2`), list, hedge or relation."""
+    if answer is None:
+        return False
+    _, tree, error = _prepare(answer)
+    return error is None and tree is not None and _is_number_tree(tree)
+
+
+def accuracy_reward(prompts, completions, answer=None, task=None, **kwargs) -> list[float | None]:
     """R1 accuracy reward: 1.0 if the extracted final answer equals the row's `answer`, else
     0.0; None where the row has no answer (None or empty, or no `answer` column at all). A gold
-    answer that contains `\\boxed{}` is reduced to its boxed content first."""
+    answer that contains `\\boxed{}` is reduced to its boxed content first. Rows whose `task` is
+    in `NUMBER_TASKS` are paid only for a plain number (module docstring, "Answer form")."""
+    n = len(completions)
     if isinstance(answer, (str, int, float)) or answer is None:
-        answer = [answer] * len(completions)
+        answer = [answer] * n
+    if isinstance(task, str) or task is None:
+        task = [task] * n
     rewards: list[float | None] = []
-    for completion, gold in zip(completions, answer):
+    for completion, gold, row_task in zip(completions, answer, task):
         if gold is None or (isinstance(gold, str) and not gold.strip()):
             rewards.append(None)
             continue
@@ -497,5 +525,7 @@ def accuracy_reward(prompts, completions, answer=None, **kwargs) -> list[float |
         if "\\boxed" in gold or "\\fbox" in gold:
             gold = extract_answer(gold) or gold
         pred = extract_answer(completion_text(completion))
+        if pred is not None and row_task in NUMBER_TASKS and not is_number(pred):
+            pred = None
         rewards.append(1.0 if pred is not None and math_equal(pred, gold) else 0.0)
     return rewards

@@ -76,9 +76,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list[bool]:
     """Correctness of completions[i] for rows[i], by the grader that row's columns call for
     (`rewards.task_accuracy_reward`: code tests, countdown rule, or math answer)."""
-    from rewards import task_accuracy_reward
+    from rewards import TASK_ACCURACY_COLUMNS, task_accuracy_reward
 
-    columns = {key: [row.get(key) for row in rows] for key in ("answer", "tests", "entry_point", "numbers", "target")}
+    columns = {key: [row.get(key) for row in rows] for key in TASK_ACCURACY_COLUMNS}
     columns["entry_point"] = [e or None for e in columns["entry_point"]]
     scores = task_accuracy_reward([r["prompt"] for r in rows], list(completions), **columns)
     # Code scores are passed/total: only a full pass counts as solved.

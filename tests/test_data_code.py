@@ -2,6 +2,7 @@
 process (the expected outputs come from independent oracles, so this checks the solutions), and a
 wrong solution fails them; the compositional chains (levels 3-4) vary in structure, not just constants."""
 
+import ast
 import json
 import random
 import re
@@ -157,3 +158,101 @@ def test_chain_prompt_states_every_step_in_words():
     # Filtering the mapped results is not filtering the inputs: 1 -> 7 is kept, 0 -> 5 is kept.
     assert code_chains.run_chain(c, [1, 0, -1]) == 7
     assert code_chains.run_chain(code_chains.Chain(c.post, c.map, None, "max", -1), [1, 0, -1]) == -1
+
+
+# ----------------------------------------------------------------------------- tests tell a solution from a constant
+
+def _cases_of(row) -> list[tuple]:
+    """(input, expected) per test case, read from the row's tests (the prompt's example first)."""
+    if row["task"] == "code_io":
+        return [(c["input"].strip(), c["output"].rstrip("\n")) for c in json.loads(row["tests"])]
+    check = ast.parse(row["tests"]).body[0]
+    out = []
+    for stmt in check.body:
+        call, expected = stmt.test.left, stmt.test.comparators[0]
+        assert isinstance(call, ast.Call) and call.func.id == "candidate", ast.unparse(stmt)
+        out.append((tuple(ast.literal_eval(a) for a in call.args), ast.literal_eval(expected)))
+    return out
+
+
+def _cheats_that_pass(row) -> list[str]:
+    """Which of `return <constant>` and "the prompt's example hard-coded, a constant otherwise"
+    would pass every test of the row (Python equality, as the tests compare)."""
+    cases = _cases_of(row)
+    (example_in, _), outs = cases[0], [out for _, out in cases]
+    rest = [out for inp, out in cases if inp != example_in]
+    passing = []
+    if any(all(o == c for o in outs) for c in outs):
+        passing.append("constant")
+    if not rest or any(all(o == c for o in rest) for c in rest):
+        passing.append("example hard-coded")
+    return passing
+
+
+def _cheat_programs(row) -> list[str]:
+    cases = _cases_of(row)
+    (example_in, example_out), rest = cases[0], [out for inp, out in cases if inp != cases[0][0]]
+    common = max(rest, key=rest.count)
+    if row["task"] == "code_io":
+        return [f"print({common!r})\n",
+                f"line = input().strip()\nprint({example_out!r} if line == {example_in!r} else {common!r})\n"]
+    name = row["entry_point"]
+    return [f"def {name}(*args):\n    return {common!r}\n",
+            f"def {name}(*args):\n    return {example_out!r} if args == {example_in!r} else {common!r}\n"]
+
+
+def _code_rows(seed: int) -> list[dict]:
+    from data import build as builder
+    from data.build import BuildConfig, Size
+
+    size = Size(sft=400, rl=200, eval_per_cell=32, pretrain_problems=0, pretrain_facts=0, pretrain_chat=0,
+                nonreasoning=0, preferences=0)
+    splits, _ = builder.build_task_splits(BuildConfig(out="unused", seed=seed), size)
+    return [r for rows in splits.values() for r in rows if r["task"] in ("code", "code_io")]
+
+
+def test_no_row_passes_with_a_constant_or_the_example_hard_coded():
+    """Every code and code_io row, of every split of two data seeds (seed 7's eval split had 14
+    such rows of 256 before the builders redrew them) and of 300 fresh draws per level, fails both
+    `return <constant>` and the prompt's example hard-coded."""
+    rows = _code_rows(7) + _code_rows(0)
+    rng = random.Random(11)
+    for d in (1, 2, 3, 4):
+        for gen in (code_tasks.generate_function, code_tasks.generate_io):
+            rows += [make_row(gen(rng, d), "en", False, rng, "r") for _ in range(300)]
+    assert {(r["task"], r["difficulty"]) for r in rows} == {(t, d) for t in ("code", "code_io") for d in (1, 2, 3, 4)}
+    cheatable = [(r["prompt"], _cheats_that_pass(r)) for r in rows if _cheats_that_pass(r)]
+    assert cheatable == []
+
+
+def test_a_constant_chain_is_redrawn_and_its_tests_would_pay_return_0():
+    # "multiply each number by 8, add 4, keep the odd results, return the smallest (0 if none)" is
+    # 0 for every input: no cases tell it from `return 0`, so the builder draws another chain.
+    constant = code_chains.Chain(None, code_chains.Map("affine", 8, 4), code_chains.Filter("odd"), "min", 0)
+    assert code_chains._cases(random.Random(0), constant, 5, 0) is None
+    # The checks above are sound: for such a chain the sandbox really pays both cheats.
+    inputs = [[1, -1, 6, -5, 1], [3, 4], [7, 2, 9], [0]]
+    tests = "def check(candidate):\n" + "".join(
+        f"    assert candidate({c!r}) == {code_chains.run_chain(constant, c)!r}\n" for c in inputs)
+    row = {"task": "code", "tests": tests, "entry_point": "pipeline"}
+    assert _cheats_that_pass(row) == ["constant", "example hard-coded"]
+    from rewards.code import check_solution
+
+    for program in _cheat_programs(row):
+        assert check_solution(program, tests, entry_point="pipeline").status == "pass", program
+
+
+def test_cheats_fail_real_rows_in_the_sandbox():
+    from rewards.code import check_solution
+
+    rng = random.Random(12)
+    rows = [make_row(gen(rng, d), "en", False, rng, "r")
+            for d in (1, 2, 3, 4) for gen in (code_tasks.generate_function, code_tasks.generate_io) for _ in range(2)]
+
+    def verdicts(row):
+        return [check_solution(p, row["tests"], entry_point=row["entry_point"] or None).status
+                for p in _cheat_programs(row)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(verdicts, rows))
+    assert all("pass" not in v for v in results), [(r["prompt"], v) for r, v in zip(rows, results)]

@@ -29,11 +29,10 @@ def _humaneval() -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _he_check(problem: dict, body: str) -> CodeResult:
-    # The prompt goes into the tests too: it is trusted and defines helpers some checks use
-    # (poly, encode_cyclic, encode_shift); its stub of the entry point is ignored there.
-    return check_solution(problem["prompt"] + body, problem["prompt"] + "\n" + problem["test"],
-                          entry_point=problem["entry_point"])
+def _he_check(problem: dict, completion: str) -> CodeResult:
+    # HumanEval's own composition: the program is prompt + completion, the tests are `test` as
+    # given (HumanEval/32, 38 and 50 call helpers the prompt defines: poly, encode_cyclic, ...).
+    return check_solution(problem["prompt"] + completion, problem["test"], entry_point=problem["entry_point"])
 
 
 # A broken variant of each canonical solution: the same code, with every returned value nudged.
@@ -62,6 +61,8 @@ def {name}(*args, **kwargs):
 
 
 def test_humaneval_canonical_pass_and_broken_fail():
+    """All 164 canonical solutions pass in HumanEval's convention; each, broken, fails (328
+    sandboxes in 4 threads, about 8 s on 2 cores)."""
     problems = _humaneval()
     assert len(problems) == 164
 
@@ -76,6 +77,40 @@ def test_humaneval_canonical_pass_and_broken_fail():
     assert not_passing == []
     broken_passing = [(tid, b) for tid, _, b in results if b.status == "pass" or b.passed == b.total]
     assert broken_passing == []
+
+
+def test_humaneval_helpers_come_from_the_prompt_not_the_completion():
+    # A completion may not redefine the prompt's helper that the tests use to judge it, nor patch
+    # what the helper uses: the helper runs in a process that holds the prompt's part only.
+    problems = {p["task_id"]: p for p in _humaneval()}
+    p32, p38 = problems["HumanEval/32"], problems["HumanEval/38"]
+    for completion in ("    return 0.0\n\ndef poly(xs, x):\n    return 0.0\n",
+                       "    return 0.0\n\nimport math\nmath.pow = lambda *a: 0.0\n",
+                       "    return 0.0\n\npoly.__code__ = (lambda xs, x: 0.0).__code__\n"):
+        r = _he_check(p32, completion)
+        assert r.status == "fail" and r.passed == 0, (completion, r)
+    r = _he_check(p38, "    return s\n\ndef encode_cyclic(s):\n    return s\n")
+    assert r.status == "fail" and r.passed == 0
+    # Helpers the tests define themselves win over the program's, in any convention.
+    trusted = p32["prompt"] + "\n" + p32["test"]
+    assert check_solution(p32["prompt"] + p32["canonical_solution"], trusted, entry_point="find_zero").status == "pass"
+    bad = check_solution("def poly(xs, x):\n    return 0.0\ndef find_zero(xs):\n    return 0.0\n", trusted,
+                         entry_point="find_zero")
+    assert bad.passed == 0
+
+
+def test_mbpp_assert_list_rows():
+    # MBPP rows: `test_list` holds assert statements calling the function by name; no entry point.
+    test_list = ['assert remove_Occ("hello","l") == "heo"', 'assert remove_Occ("abcda","a") == "bcd"',
+                 'assert remove_Occ("PHP","P") == "H"']
+    code = "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)[::-1].replace(ch, '', 1)[::-1]\n"
+    for tests in (test_list, json.dumps(test_list)):
+        r = check_solution(code, tests)
+        assert (r.status, r.passed, r.total) == ("pass", 3, 3)
+    half = check_solution("def remove_Occ(s, ch):\n    return s if s == 'PHP' else s.replace(ch, '')\n", test_list)
+    assert (half.status, half.passed, half.total) == ("fail", 2, 3)
+    assert check_solution("exit(0)\ndef remove_Occ(s, ch):\n    return 'heo'\n", test_list).passed == 0
+    assert code_reward(["p"], [f"<think>t</think><answer>{code}</answer>"], tests=[test_list]) == [1.0]
 
 
 # ----------------------------------------------------------------------------- honest behaviour
@@ -296,6 +331,10 @@ def test_extract_code_prefers_fenced_block_in_answer():
     assert extract_code("<answer>def f(): pass</answer>") == "def f(): pass"
     assert extract_code("<answer>a</answer><answer>b</answer>") is None
     assert extract_code("no code here") is None
+    # Code drafted in the reasoning is not the answer; nor are tags that do not pair up.
+    assert extract_code("<think>```python\ndef f(): pass\n```</think>") is None
+    assert extract_code("<think><answer>def f(): pass</answer></think> done") is None
+    assert extract_code("<answer><answer>def f(): pass</answer></answer>") is None
 
 
 def test_code_reward_scores_rows_and_skips_rows_without_tests():

@@ -3,11 +3,13 @@
 import pytest
 
 from rewards.format import (
+    answer_blocks,
     answer_text,
     check_format,
     completion_text,
     format_prefilled_reward,
     format_reward,
+    response_region,
     split_response,
     tag_count_prefilled_reward,
     tag_count_reward,
@@ -132,6 +134,19 @@ def test_split_response_parts():
     assert answer_text("no tags") is None
     assert think_text("reasoning only <answer>5</answer>") == "reasoning only "
     assert think_text("no tags at all") == "no tags at all"
+
+
+def test_the_answer_is_read_from_the_final_part_only():
+    assert answer_text("<think>draft <answer>4</answer></think> <answer>5</answer>") == "5"
+    assert answer_text("<think>draft <answer>4</answer></think> done") is None
+    assert answer_text("<think>unclosed <answer>4</answer>") is None
+    assert answer_text("<think>a</think> <think><answer>4</answer>") is None  # reopened reasoning
+    for broken in ("<answer><answer>4</answer></answer>", "<answer>4</answer></answer>",
+                   "<answer>4</answer><answer>5", "<answer>4"):
+        assert answer_blocks(broken) is None and answer_text(broken) is None, broken
+    assert answer_blocks("<answer>1</answer> and <answer>2</answer>") == ["1", "2"]
+    assert answer_blocks("no tags") == []
+    assert response_region("<think>a</think>b<think>c") == "b"
 
 
 def test_long_padding_and_tag_floods_are_cheap():

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rewards import _math_worker
-from rewards.math import accuracy_reward, explain, extract_answer, math_equal
+from rewards.math import accuracy_reward, explain, extract_answer, is_number, math_equal
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -339,3 +339,19 @@ def test_accuracy_reward_reads_boxed_gold_and_extra_columns():
                           answer=["The answer is $\\boxed{0.5}$", ""], task=["math", "math"])
     assert got == [1.0, None]
     assert accuracy_reward(["p"], ["\\boxed{2}"]) == [None]       # a dataset without answers
+
+
+def test_is_number_accepts_one_plain_number_only():
+    for text in ("47", "-3", "+5", "0.5", "47.0", "1,000", "4.7e1", "-3/4", "7/3", "\\frac{7}{3}",
+                 "-\\frac{7}{3}", "\\frac{-7}{3}", "x = 7/3", "x=-3", "y_1 = 4", "\\boxed{47}", "$47$", "47."):
+        assert is_number(text), text
+    for text in ("29 + 18", "29 + 3 * 6", "94/2", "\\frac{94}{2}", "7/1", "3/0", "3.5/2", "x = 21/3",
+                 "47 or 48", "47, 48", "47\\%", "47 = x", "x", "x = x", "2x", "\\sqrt{4}", "abc", "", None):
+        assert not is_number(text), text
+
+
+def test_unclosed_or_reopened_think_holds_no_answer():
+    assert extract_answer("<think>so \\boxed{5}") is None
+    assert extract_answer("<think>so <answer>5</answer>") is None
+    assert extract_answer("<think>a</think> \\boxed{5} <think>more \\boxed{6}") == "5"
+    assert extract_answer("<answer>5</answer></answer>") is None

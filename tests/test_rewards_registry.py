@@ -147,3 +147,34 @@ def test_task_accuracy_code_rows_go_to_the_sandbox():
     rows = dict(tests=[tests, tests], entry_point=["sq", "sq"], numbers=[[], []], answer=["", ""])
     out = REGISTRY["task_accuracy"](["p", "p"], [right, wrong], **rows)
     assert out[0] == 1.0 and out[1] < 1.0
+
+
+def test_combine_accepts_reward_functions_named_by_their_name():
+    def reward_model(prompts, completions, scale=1.0, **columns):
+        return [scale * 0.25 * len(c) for c in completions]
+
+    fn = combine({"countdown": 1.0, reward_model: 2.0})
+    totals, breakdown = fn.with_breakdown(["p", "p"], [GOOD, BAD], numbers=[[1, 2], [1, 2]], target=[3, 3])
+    n = len(GOOD)
+    assert breakdown == {"countdown": [1.0, 0.0], "reward_model": [0.25 * n, 0.75]}
+    assert totals == [1.0 + 0.5 * n, 1.5]
+    assert fn.__name__ == "combined(countdown=1,reward_model=2)"
+    # Options reach a function's term by its name; a function feeds `kimi_length` no correctness.
+    scaled = combine({reward_model: 1.0}, options={"reward_model": {"scale": 2}})
+    assert scaled(["p"], [BAD]) == [1.5]
+    with pytest.raises(ValueError, match="needs per-sample correctness"):
+        combine({"kimi_length": 1.0, reward_model: 1.0})(["p"], [GOOD])
+
+
+def test_combine_refuses_unnamed_or_clashing_functions():
+    def format(prompts, completions, **columns):  # noqa: A001 - the clash is the point
+        return [1.0] * len(completions)
+
+    with pytest.raises(ValueError, match="more than one term named 'format'"):
+        combine({"format": 1.0, format: 1.0})
+    with pytest.raises(ValueError, match="__name__"):
+        combine({lambda p, c, **k: [1.0] * len(c): 1.0})
+    import functools
+
+    with pytest.raises(ValueError, match="__name__"):
+        combine({functools.partial(format): 1.0})
