@@ -27,13 +27,17 @@ class LocalEngine:
         self.model = model if model is not None else load_pretrained(model_dir, dtype=torch.float32).eval()
         self.shared = model is not None
         self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator: torch.Generator | None = None  # made beside the model at first use (it may move to a GPU)
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: Sampling, *,
                  seed: int | None = None) -> Rollouts:
         from rlpipe.model import generate
 
-        gen = torch.Generator().manual_seed(seed) if seed is not None else self.generator
+        device = next(self.model.parameters()).device
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else self.generator
         expanded = [list(p) for p in prompt_ids for _ in range(n)]
         tokens: list[list[int]] = []
         logprobs: list[list[float]] = []
