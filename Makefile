@@ -5,7 +5,7 @@
 #   make stage-0 RUN=name    one stage; reads runs/<RUN>/<previous stage>/, writes runs/<RUN>/stage-N/
 #   make test                unit + integration tests (< 15 min on 2 cores)
 #   make test-rewards        reward tests only (< 3 min)
-#   make bench-rewards | bench-model
+#   make bench-rewards | bench-model | bench-grpo   (bench-grpo: ours vs TRL GRPOTrainer; needs make stage-1)
 #
 # Extra settings for a stage go in ARGS as key=value overrides, e.g.
 #   make stage-0 RUN=exp1 ARGS="train.max_steps=50 model.preset=small"
@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup test test-rewards test-slow stage-0 stage-1 pipeline bench-rewards bench-model clean-runs
+.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 pipeline bench-rewards bench-model bench-grpo clean-runs
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -64,10 +64,14 @@ stage-0: setup
 stage-1: setup
 	$(PY) -m rlpipe.cli run stages/stage-1-cold-start.yaml run=$(RUN) $(ARGS)
 
+stage-2: setup
+	$(PY) -m rlpipe.cli run stages/stage-2-reasoning-rl.yaml run=$(RUN) $(ARGS)
+
 # Every stage that exists so far, in order.
 pipeline: setup
 	$(MAKE) stage-0 RUN=$(RUN) ARGS="$(ARGS)"
 	$(MAKE) stage-1 RUN=$(RUN) ARGS="$(ARGS)"
+	$(MAKE) stage-2 RUN=$(RUN) ARGS="$(ARGS)"
 
 bench-rewards: setup
 	$(PY) bench/bench_rewards_math.py
@@ -75,6 +79,11 @@ bench-rewards: setup
 
 bench-model: setup
 	$(PY) bench/bench_model.py
+
+# Our GRPO trainer vs TRL's GRPOTrainer on runs/$(RUN)/stage-1 (run `make stage-1` first); ARGS here are
+# the benchmark's flags, e.g. ARGS="--repeats 5 --max-new-tokens 128".
+bench-grpo: setup
+	$(PY) bench/bench_grpo.py --model runs/$(RUN)/stage-1 --data runs/$(RUN)/data $(ARGS)
 
 clean-runs:
 	rm -rf runs/$(RUN)

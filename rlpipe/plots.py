@@ -5,7 +5,10 @@
 - `expert_load.png`: per MoE layer, the max/mean routed-token load of each step (1.0 = perfectly
   balanced), which is what auxiliary-loss-free balancing drives down.
 - `eval_accuracy.png`: held-out greedy accuracy per task and difficulty from eval.json.
-Any other numeric series a stage logs (rewards, KL, ...) goes to `metrics.png`, one panel each.
+- RL stages (metrics with `reward/mean`): `rl_curves.png` (reward and rollout accuracy, response
+  length, KL, entropy, clip fractions, rollout/trainer mismatch, dynamic-sampling drops, step time
+  by part) and `success_heatmap.png` (rollout success rate per task/level over steps).
+Any other numeric series a stage logs goes to `metrics.png`, one panel each.
 """
 
 from __future__ import annotations
@@ -25,6 +28,19 @@ LOSS_KEYS = ("loss", "main_loss", "mtp_loss", "balance_loss")
 LOAD_PREFIX = "expert_load_max_mean/"
 # Logged every step but not worth a panel of their own.
 _SKIP = {"step", "epoch", "lr", "grad_norm", "trained_tokens", "tokens_per_s", *LOSS_KEYS}
+# RL panels: title -> series drawn together.
+RL_PANELS = {
+    "reward and rollout accuracy": ("reward/mean", "accuracy", "reward/task_accuracy", "reward/format",
+                                    "reward/language"),
+    "response length (tokens)": ("completion_length/mean", "completion_length/max"),
+    "KL to reference (k3)": ("kl",),
+    "entropy of sampled tokens": ("entropy",),
+    "clip fractions": ("clip_frac/low", "clip_frac/high", "clip_frac/region"),
+    "rollout vs trainer logprob": ("mismatch/logp_diff_mean", "mismatch/logp_diff_max"),
+    "mismatch correction": ("mismatch/ratio_mean", "mismatch/masked_token_frac", "mismatch/truncated_frac"),
+    "dynamic sampling / truncation": ("dynamic_sampling/dropped_frac", "truncated_frac"),
+    "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "push_seconds"),
+}
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -47,10 +63,14 @@ def plot_stage(stage_dir: str | os.PathLike) -> list[Path]:
     metrics_path = stage_dir / METRICS_FILE
     rows = read_metrics(metrics_path) if metrics_path.exists() else []
     if rows:
+        if any("reward/mean" in r for r in rows):
+            written += [p for p in (plot_rl_curves(rows, stage_dir / "rl_curves.png"),
+                                    plot_success_heatmap(rows, stage_dir / "success_heatmap.png")) if p]
         written += [p for p in (plot_losses(rows, stage_dir / "loss.png"),
                                 plot_lr(rows, stage_dir / "lr.png"),
-                                plot_expert_load(rows, stage_dir / "expert_load.png"),
-                                plot_other(rows, stage_dir / "metrics.png")) if p]
+                                plot_expert_load(rows, stage_dir / "expert_load.png")) if p]
+        if not any("reward/mean" in r for r in rows):  # RL runs have their panels above
+            written += [p for p in (plot_other(rows, stage_dir / "metrics.png"),) if p]
     eval_path = stage_dir / "eval.json"
     if eval_path.exists():
         written.append(plot_eval(json.loads(eval_path.read_text()), stage_dir / "eval_accuracy.png"))
@@ -116,6 +136,52 @@ def plot_other(rows: list[dict], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    return _save(fig, out)
+
+
+def plot_rl_curves(rows: list[dict], out: Path) -> Path | None:
+    panels = [(title, [k for k in keys if _series(rows, k)[0]]) for title, keys in RL_PANELS.items()]
+    panels = [(t, ks) for t, ks in panels if ks]
+    if not panels:
+        return None
+    cols = 3
+    n_rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.5 * cols, 3 * n_rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for key in keys:
+            steps, values = _series(rows, key)
+            ax.plot(steps, values, lw=1, label=key)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        if len(keys) > 1:
+            ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    return _save(fig, out)
+
+
+def plot_success_heatmap(rows: list[dict], out: Path) -> Path | None:
+    """Rollout success rate per task/level (rows) over optimizer steps (columns); blank = not sampled."""
+    import numpy as np
+
+    cells = sorted({k for r in rows for k in r if k.startswith("success/")},
+                   key=lambda k: (k.split("/")[1], int(k.split("/")[2]) if k.split("/")[2].isdigit() else 0))
+    steps = [r["step"] for r in rows]
+    if not cells or not steps:
+        return None
+    grid = np.full((len(cells), len(steps)), np.nan)
+    for j, r in enumerate(rows):
+        for i, key in enumerate(cells):
+            if isinstance(r.get(key), (int, float)):
+                grid[i, j] = r[key]
+    fig, ax = plt.subplots(figsize=(min(14, 3 + 0.12 * len(steps)), 0.3 * len(cells) + 1.5))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
+                      extent=(steps[0] - 0.5, steps[-1] + 0.5, len(cells) - 0.5, -0.5))
+    ax.set_yticks(range(len(cells)), [c[len("success/"):] for c in cells], fontsize=7)
+    ax.set_xlabel("optimizer step")
+    ax.set_title("rollout success rate per task / level")
+    fig.colorbar(image, ax=ax, fraction=0.03)
     return _save(fig, out)
 
 

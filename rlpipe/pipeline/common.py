@@ -160,7 +160,8 @@ def write_report(cfg, title: str, sections: list[tuple[str, str]]) -> Path:
     parts = [f"# {title}", "", f"Run `{cfg.run}`, stage folder `{out}`.", ""]
     for heading, body in sections:
         parts += [f"## {heading}", "", body.rstrip(), ""]
-    plots = [p for p in ("loss.png", "lr.png", "expert_load.png", "eval_accuracy.png", "metrics.png")
+    plots = [p for p in ("rl_curves.png", "success_heatmap.png", "loss.png", "lr.png", "expert_load.png",
+                         "eval_accuracy.png", "metrics.png")
              if (out / p).exists()]
     if plots:
         parts += ["## Plots", ""] + [f"![{p[:-4]}]({p})" for p in plots] + [""]
