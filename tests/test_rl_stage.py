@@ -1,0 +1,237 @@
+"""Stage 2 (GRPO) end to end on real parts: built data, a saved checkpoint, real rollout engines.
+
+- The stage through `rlpipe run` with the own-model backend: every output a user looks for.
+- kill -9 mid-run, then a rerun: the resumed metrics equal the uninterrupted run's (own-model
+  backend: sampling is seeded by (seed, step), the sampler table and RNG are checkpointed).
+- vLLM colocated: after every optimizer step and weight push, the engine's logprobs of what it
+  sampled equal the trainer's within 1e-4 (fp32, CPU), as logged each step.
+- `accelerate launch` with 2 CPU processes, each with its own vLLM engine: both ranks train, and the
+  sampler's success table merges every rank's prompts.
+- DAPO dynamic sampling with a reward that makes some groups all-equal: they are dropped and
+  refilled within the bound, and the batch keeps its size.
+- Bad input: an unknown reward, an unknown loss, an RL split without answers, no stage-1 folder:
+  one line each, naming the fix, exit code 2.
+The model is a random tiny checkpoint (nothing to learn from in 3 steps: learning is measured by
+`make stage-2`, not here); the data is the real builder at a small size.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlpipe.logging import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+RECIPE = str(ROOT / "stages" / "stage-2-reasoning-rl.yaml")
+QUICK = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=12", "train.seq_len=128",
+         "logging.report_to=none", "train.num_threads=1", "grpo.completions_every=1"]
+NO_EVAL = ["eval.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory):
+    import data.build
+    from rlpipe.model.cli import main as init_model
+
+    root = tmp_path_factory.mktemp("rl")
+    small = dataclasses.replace(data.build.SIZES["tiny"], sft=200, rl=120, eval_per_cell=1, pretrain_problems=200,
+                                pretrain_facts=40, pretrain_chat=40, nonreasoning=10, preferences=10)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(data.build.SIZES, "rl-test", small)
+        assert data.build.main(["--out", str(root / "data"), "--seed", "0", "--size", "rl-test"]) == 0
+    assert init_model(["--preset", "tiny", "--tokenizer", str(root / "data" / "tokenizer"),
+                       "--out", str(root / "run" / "stage-1"), "--seed", "0"]) == 0
+    return root
+
+
+def stage2(artefacts, run_dir, *args, timeout=600, popen=False):
+    cmd = [sys.executable, "-m", "rlpipe.cli", "run", RECIPE, "run=t", f"runs_dir={run_dir}",
+           f"init_from={artefacts / 'run' / 'stage-1'}", f"data_dir={artefacts / 'data'}", *QUICK, *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def comparable(rows):
+    """Metrics without wall-clock timings (which differ between any two runs)."""
+    return [{k: v for k, v in r.items() if not (k.startswith("time/") or k.endswith("seconds") or k == "tokens_per_s")}
+            for r in rows]
+
+
+def test_stage_writes_checkpoint_metrics_completions_evals_report_plots(artefacts, tmp_path):
+    proc = stage2(artefacts, tmp_path, "train.max_steps=2", "rollout.backend=local", "eval.backend=local",
+                  "eval.limit=4", "eval.n_samples=2", "eval.k=1", "eval.max_new_tokens=8", "logging.plots=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "t" / "stage-2"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "completions.jsonl",
+                 "eval.json", "eval_init.json", "report.md", "rl_curves.png", "success_heatmap.png"):
+        assert (out / name).is_file(), name
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward/mean", "accuracy", "entropy", "clip_frac/high", "mismatch/logp_diff_max",
+                "mismatch/masked_token_frac", "push_seconds", "time/generate", "time/reward",
+                "dynamic_sampling/dropped_frac", "sampler/level_1", "sampler/mean_success", "completion_length/mean",
+                "reward/task_accuracy/n_errors"):
+        assert key in rows[0], key
+    assert any(k.startswith("success/") for k in rows[0])
+    completion = json.loads((out / "completions.jsonl").read_text().splitlines()[0])
+    assert set(completion) >= {"step", "prompt", "completion", "reward", "parts", "advantage"}
+    assert set(completion["parts"]) == {"task_accuracy", "format", "language"}
+    report = (out / "report.md").read_text()
+    assert "greedy accuracy" in report and "rl_curves.png" in report
+    evaluated = json.loads((out / "eval.json").read_text())
+    assert evaluated["overall"]["n"] == 4
+
+
+def test_kill9_then_resume_equals_the_uninterrupted_run(artefacts, tmp_path):
+    args = ["train.max_steps=4", "train.save_every=2", "rollout.backend=local", *NO_EVAL]
+    whole = stage2(artefacts, tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = comparable(read_metrics(tmp_path / "whole" / "t" / "stage-2" / "metrics.jsonl"))
+
+    killed = tmp_path / "killed"
+    proc = stage2(artefacts, killed, *args, popen=True)
+    ckpt = killed / "t" / "stage-2" / "checkpoints" / "step-000002" / "manifest.json"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = stage2(artefacts, killed, *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = comparable(read_metrics(killed / "t" / "stage-2" / "metrics.jsonl"))
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    assert got == expected
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed")
+def test_vllm_rollout_logprobs_match_the_trainer_after_every_push(artefacts, tmp_path):
+    proc = stage2(artefacts, tmp_path, "train.max_steps=3", "rollout.backend=vllm", "rollout.kv_cache_mb=64",
+                  "optim.lr=1e-3", "optim.warmup_steps=0", *NO_EVAL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "t" / "stage-2" / "metrics.jsonl")
+    assert len(rows) == 3
+    assert rows[-1]["grad_norm"] > 0  # the weights really moved between the rollouts
+    for r in rows:  # rollouts of step s came from the weights pushed after step s-1
+        assert r["mismatch/logp_diff_max"] < 1e-4, r["mismatch/logp_diff_max"]
+        assert r["push_seconds"] < 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed")
+def test_two_processes_each_with_an_engine_merge_the_sampler(artefacts, tmp_path):
+    launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", str(ROOT / "stages" / "accelerate" / "ddp_cpu.yaml"),
+                "--num_processes", "2", "--main_process_port", str(free_port())]
+    cmd = [*launcher, "-m", "rlpipe.cli", "run", RECIPE, "run=t", f"runs_dir={tmp_path}",
+           f"init_from={artefacts / 'run' / 'stage-1'}", f"data_dir={artefacts / 'data'}", *QUICK,
+           "train.max_steps=2", "train.save_every=2", "rollout.backend=vllm", "rollout.kv_cache_mb=64",
+           "grpo.dynamic_sampling=false", *NO_EVAL]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = tmp_path / "t" / "stage-2" / "checkpoints" / "step-000002"
+    assert sorted(p.name for p in (ckpt / "rng").iterdir()) == ["rank0.pt", "rank1.pt"]
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    sampler = state["data"]["sampler"]
+    # 2 steps x 4 prompts, 2 per rank: rank 0's table holds all 8 observations (merged), not its 4.
+    assert sum(sampler["observations"]) == 8
+    rows = read_metrics(tmp_path / "t" / "stage-2" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["num_prompts"] == 4
+
+
+def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(artefacts):
+    """In-process with the real local engine and rewards: a reward that pays every sample of
+    even-numbered rows the same makes their groups carry no advantage."""
+    from rewards import combine
+    from rewards.parallel import ParallelReward
+    from rlpipe.config import ReasoningRLConfig
+    from rlpipe.model import load_pretrained
+    from rlpipe.rollout import make_engine
+    from rlpipe.sampler import PromptSampler
+    from rlpipe.tokenizer import load_tokenizer
+    from rlpipe.train import make_accelerator
+    from rlpipe.train.rl import GRPOSteps
+
+    import datasets
+
+    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
+    even = {r["id"] for i, r in enumerate(rows) if i % 2 == 0}
+
+    def parity_reward(prompts, completions, id, **_):
+        return [1.0 if i in even else float(len(c) % 3) for i, c in zip(id, completions)]
+
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens = 6, 4, 10
+    cfg.grpo.max_refill_rounds = 2
+    model_dir = artefacts / "run" / "stage-1"
+    model = load_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    engine = make_engine("local", model_dir, model=model)
+    acc = make_accelerator(cfg.train)
+    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine,
+                      reward=ParallelReward(combine({"task_accuracy": 1.0, parity_reward: 1.0}), max_workers=2),
+                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=4), grpo=cfg.grpo,
+                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=4, seed=0, seq_len=128, accelerator=acc)
+    micro = steps.micro_batches(0, 0)
+    metrics = steps.pending["metrics"]
+    n_samples = sum(int(b["advantages"].numel()) for b in micro)
+    assert n_samples == 6 * 4  # the batch keeps its size
+    assert metrics["dynamic_sampling/dropped_frac"] > 0  # even rows were drawn and dropped
+    # At most max_refill_rounds extra rounds, each no larger than what was missing.
+    assert 0 < metrics["dynamic_sampling/extra_groups"] + 6 <= 6 * (1 + cfg.grpo.max_refill_rounds)
+    informative = sum(float(b["advantages"].abs().sum()) > 0 for b in micro)
+    assert informative >= 1
+    engine.close()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rewards.weights={task_accuracy: 1.0, acuracy: 1.0}", "unknown reward"),
+    ("grpo.loss_type=ppo2", "loss_type"),
+])
+def test_bad_recipe_is_one_clear_error(artefacts, tmp_path, override, message):
+    proc = stage2(artefacts, tmp_path, override, "train.max_steps=1")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_rl_split_without_answers_is_one_clear_error(artefacts, tmp_path):
+    import datasets
+
+    bad = tmp_path / "data"
+    ds = datasets.load_from_disk(str(artefacts / "data" / "rl"))
+    ds = ds.map(lambda r: {"answer": "", "tests": None, "numbers": None})
+    ds.save_to_disk(str(bad / "rl"))
+    (bad / "eval").mkdir()
+    proc = stage2(artefacts, tmp_path, f"data_dir={bad}", "train.max_steps=1")
+    assert proc.returncode == 2
+    assert "no answer, tests or numbers" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_missing_stage1_names_the_make_target(artefacts, tmp_path):
+    cmd = [sys.executable, "-m", "rlpipe.cli", "run", RECIPE, "run=nothing", f"runs_dir={tmp_path}",
+           f"data_dir={artefacts / 'data'}", "train.max_steps=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "make stage-1 RUN=nothing" in proc.stderr and "Traceback" not in proc.stderr
