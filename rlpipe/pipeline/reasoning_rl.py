@@ -77,7 +77,7 @@ def run(cfg) -> None:
     tokenizer = load_tokenizer(init_dir)
     model = load_pretrained(init_dir, dtype=torch.float32)
     rank = acc.process_index
-    engine_kw = dict(max_model_len=min(model.config.max_position_embeddings, 1024),
+    engine_kw = dict(max_model_len=min(model.config.max_position_embeddings, 1024), max_num_batched_tokens=16384,
                      kv_cache_bytes=cfg.rollout.kv_cache_mb * 2**20) if cfg.rollout.backend == "vllm" else {}
     engine = make_engine(cfg.rollout.backend, init_dir, seed=cfg.train.seed + rank,
                          model=model if cfg.rollout.backend == "local" else None, **engine_kw)

