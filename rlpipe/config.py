@@ -177,7 +177,9 @@ class ReasoningRLConfig(StageConfig):
     stage: str = "stage-2"
     init_from: str = "stage-1"  # a stage folder of this run, or a path to an HF checkpoint folder
     split: str = "rl"  # datasets folder with prompt + answer/tests/numbers columns
-    evaluate_init: bool = True  # also evaluate the starting checkpoint (same grader, same split) for the report
+    # Also evaluate the starting checkpoint (same grader, same split) for the report; false: compare
+    # with the eval.json the starting stage wrote, if any (faster; its grader may be older).
+    evaluate_init: bool = True
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

@@ -118,6 +118,8 @@ def run(cfg) -> None:
             before = None
             if cfg.evaluate_init:
                 before = evaluate_checkpoint(init_dir, data_dir, out / "eval_init.json", cfg.eval)
+            elif (init_dir / "eval.json").is_file():  # the starting stage's own evaluation, as it was written
+                before = json.loads((init_dir / "eval.json").read_text())
         finally:
             close_engines()
         sections.append((f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)",
