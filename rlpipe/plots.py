@@ -39,7 +39,7 @@ RL_PANELS = {
     "rollout vs trainer logprob": ("mismatch/logp_diff_mean", "mismatch/logp_diff_max"),
     "mismatch correction": ("mismatch/ratio_mean", "mismatch/masked_token_frac", "mismatch/truncated_frac"),
     "dynamic sampling / truncation": ("dynamic_sampling/dropped_frac", "truncated_frac"),
-    "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "push_seconds"),
+    "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "time/train", "push_seconds"),
 }
 
 

@@ -251,6 +251,7 @@ def train(model: torch.nn.Module, steps: Steps, cfg, *, out_dir: str | Path, tok
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        t_train = time.perf_counter() - t0 - t_batches  # forward, backward, clipping, optimizer
         per_micro.append({"loss": step_loss, "num_input_tokens": n_tokens})
         metrics = reduce_metrics(per_micro, acc)
         # after_step may differ per rank (e.g. rollout statistics): the contract reduces what it needs.
@@ -260,7 +261,8 @@ def train(model: torch.nn.Module, steps: Steps, cfg, *, out_dir: str | Path, tok
         tokens_seen += n_tokens
         done = step + 1
         metrics.update({"lr": lr, "grad_norm": _as_float(grad_norm), "tokens_per_s": n_tokens / max(elapsed, 1e-9),
-                        "step_seconds": elapsed, "batch_seconds": t_batches, "epoch": steps.epoch_of(done)})
+                        "step_seconds": elapsed, "batch_seconds": t_batches, "time/train": t_train,
+                        "epoch": steps.epoch_of(done)})
         last = metrics
         if done % cfg.train.log_every == 0 or done == steps.num_steps:
             logger.log(metrics, step=done)
