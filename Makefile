@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 pipeline bench-rewards bench-model bench-grpo clean-runs
+.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 stage-3 pipeline bench-rewards bench-model bench-grpo clean-runs
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -66,6 +66,9 @@ stage-1: setup
 
 stage-2: setup
 	$(PY) -m rlpipe.cli run stages/stage-2-reasoning-rl.yaml run=$(RUN) $(ARGS)
+
+stage-3: setup
+	$(PY) -m rlpipe.cli run stages/stage-3-rejection-sft.yaml run=$(RUN) $(ARGS)
 
 # Every stage that exists so far, in order.
 pipeline: setup

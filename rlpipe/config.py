@@ -2,8 +2,10 @@
 
 - Shared nested sections: `OptimConfig` (AdamW + warm-up/cosine), `TrainConfig` (steps, batches,
   packing, checkpoints), `LoraConfig` (optional `peft` LoRA), `LoggingConfig` (metrics.jsonl, wandb).
-- Stage dataclasses: `BaseConfig` (stage 0: data, tokenizer, model init, pretraining) and
-  `ColdStartConfig` (stage 1: SFT from stage 0, then evaluation). `STAGES` maps the recipe's
+- Stage dataclasses: `BaseConfig` (stage 0: data, tokenizer, model init, pretraining),
+  `ColdStartConfig` (stage 1: SFT from stage 0, then evaluation), `ReasoningRLConfig` (stage 2:
+  GRPO), `RejectionSFTConfig` (stage 3: rejection sampling + SFT), `AllScenariosRLConfig` (stage 4:
+  reward model + GRPO over reasoning and general prompts). `STAGES` maps the recipe's
   `stage:` field to its dataclass, so `rlpipe run stages/<recipe>.yaml` knows what to build.
 - `load_config(path, overrides)`: YAML, then `key=value` / `a.b=value` overrides from the command
   line. Unknown keys and wrong types are `ConfigError`s naming the key, where it came from (the
@@ -25,6 +27,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from rlpipe.evaluate import EvalConfig
+from rlpipe.rejection import RejectionConfig
 from rlpipe.rollout import RolloutConfig
 from rlpipe.sampler import SamplerConfig
 from rlpipe.train.rl import GRPOConfig, RewardsConfig
@@ -126,6 +129,9 @@ class StageConfig:
     runs_dir: str = "runs"
     data_dir: str = ""  # "" = runs/<run>/data
     resume: bool = True  # continue from the newest valid checkpoint in the stage folder
+    # A finished stage (its folder holds stage.json) is not run again unless redo=true, which
+    # deletes the stage folder first and runs it from scratch.
+    redo: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -187,11 +193,23 @@ class ReasoningRLConfig(StageConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class RejectionSFTConfig(StageConfig):
+    """Stage 3: rejection sampling from the stage-2 model, then SFT on the verified traces, then evaluation."""
+
+    stage: str = "stage-3"
+    sample_from: str = "stage-2"  # the checkpoint rejection sampling draws from
+    init_from: str = "stage-1"  # the checkpoint fine-tuned on the kept traces (R1: the base model, stage-0)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
 # Recipe `stage:` field -> (config dataclass, procedure module with `run(cfg)`, make target).
 STAGES: dict[str, tuple[type[StageConfig], str, str]] = {
     "stage-0": (BaseConfig, "rlpipe.pipeline.base", "make stage-0"),
     "stage-1": (ColdStartConfig, "rlpipe.pipeline.cold_start", "make stage-1"),
     "stage-2": (ReasoningRLConfig, "rlpipe.pipeline.reasoning_rl", "make stage-2"),
+    "stage-3": (RejectionSFTConfig, "rlpipe.pipeline.rejection_sft", "make stage-3"),
 }
 
 

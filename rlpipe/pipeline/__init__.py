@@ -4,14 +4,27 @@
 (`rlpipe.config.load_config`), pick the procedure from its `stage:` field (`rlpipe.config.STAGES`)
 and call its `run(cfg)`. User errors (`rlpipe.errors.RlpipeError`: bad recipe, missing input stage,
 malformed checkpoint or data) end in one message, exit 2.
+
+A stage that ends writes `stage.json` (`FINISHED`) into its folder. Running it again then says so
+and does nothing, unless `redo=true`, which deletes the stage folder and runs it from scratch. An
+interrupted stage has no `stage.json`: running it again resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import shutil
 import sys
+import time
 
 USAGE = "usage: rlpipe run stages/<recipe>.yaml [key=value | section.key=value ...]"
+FINISHED = "stage.json"
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run_stage(argv: list[str] | None = None) -> int:
@@ -24,8 +37,21 @@ def run_stage(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         cfg = load_config(argv[0], argv[1:])
+        marker = cfg.out_dir / FINISHED
+        if marker.exists() and not cfg.redo:
+            print(f"{cfg.stage} of run '{cfg.run}' is already finished ({marker}); nothing to do. "
+                  f"Pass redo=true (make {cfg.stage} RUN={cfg.run} ARGS=redo=true) to run it again from scratch")
+            return 0
+        if marker.exists() and _is_rank0():
+            print(f"redo=true: deleting {cfg.out_dir}/ and running {cfg.stage} from scratch")
+            shutil.rmtree(cfg.out_dir)
         procedure = importlib.import_module(STAGES[cfg.stage][1])
+        t0 = time.time()
         procedure.run(cfg)
+        if _is_rank0() and cfg.out_dir.exists():
+            marker.write_text(json.dumps({"stage": cfg.stage, "run": cfg.run, "recipe": argv[0],
+                                          "overrides": argv[1:], "minutes": round((time.time() - t0) / 60, 2),
+                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
     except RlpipeError as err:  # a user error: one line naming the file and the fix
         print(f"rlpipe run: {err}", file=sys.stderr)
         return 2

@@ -155,7 +155,7 @@ def rl_section(result, cfg, sampler) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(before: dict | None, after: dict, before_name: str) -> str:
+def comparison_table(before: dict | None, after: dict, before_name: str, after_name: str = "stage-2") -> str:
     """Before/after held-out table: overall figures, then greedy accuracy per task and level."""
     from rlpipe.evaluate import markdown_table
 
@@ -165,11 +165,11 @@ def comparison_table(before: dict | None, after: dict, before_name: str) -> str:
             ("format_rate", "format"), ("language_consistency", "language consistency"),
             ("mixing_rate", "language mixing"), ("mean_length", "mean length (tokens)"),
             ("mixed_groups", "mixed groups")]
-    lines = [f"| | {before_name} | stage-2 | change |", "|---|---|---|---|"]
+    lines = [f"| | {before_name} | {after_name} | change |", "|---|---|---|---|"]
     for key, name in keys:
         b, a = before["overall"][key], after["overall"][key]
         lines.append(f"| {name} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
-    lines += ["", f"Greedy accuracy per task and level, {before_name} -> stage-2:", ""]
+    lines += ["", f"Greedy accuracy per task and level, {before_name} -> {after_name}:", ""]
     levels = sorted({d for t in after["by_task"].values() for d in t}, key=int)
     lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
     lines.append("|---|" + "---|" * len(levels))
@@ -180,7 +180,7 @@ def comparison_table(before: dict | None, after: dict, before_name: str) -> str:
             a = cells.get(d)
             row.append(f"{b['accuracy']:.2f} -> {a['accuracy']:.2f}" if a and b else "-")
         lines.append(f"| {task} | " + " | ".join(row) + " |")
-    lines += ["", "Stage-2 detail:", "", markdown_table(after)]
+    lines += ["", f"{after_name} detail:", "", markdown_table(after)]
     return "\n".join(lines)
 
 
