@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 stage-3 pipeline bench-rewards bench-model bench-grpo clean-runs
+.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 stage-3 stage-4 eval pipeline bench-rewards bench-model bench-grpo clean-runs
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -69,6 +69,12 @@ stage-2: setup
 
 stage-3: setup
 	$(PY) -m rlpipe.cli run stages/stage-3-rejection-sft.yaml run=$(RUN) $(ARGS)
+
+# Held-out evaluation of any checkpoint folder: make eval CKPT=runs/tiny/stage-2 [DATA=runs/tiny/data] [ARGS="--limit 64"]
+eval: setup
+	@test -n "$(CKPT)" || { echo "make eval needs CKPT=<checkpoint folder>, e.g. make eval CKPT=runs/$(RUN)/stage-2"; exit 2; }
+	$(PY) -m rlpipe.cli eval --model $(CKPT) --data $(or $(DATA),runs/$(RUN)/data) --out $(or $(OUT),$(CKPT)/eval.json) \
+	  --k 4 --n-samples 8 --temperature 1.0 --max-new-tokens 256 $(ARGS)
 
 # Every stage that exists so far, in order.
 pipeline: setup

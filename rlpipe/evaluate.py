@@ -1,7 +1,8 @@
 """Held-out evaluation of a checkpoint: the one `eval.json` shape every stage writes.
 
-- Greedy accuracy per task and difficulty, and pass@k (unbiased estimator of Chen et al. 2021 over
-  `n_samples >= k` samples at `temperature`).
+- Greedy accuracy per task and difficulty, pass@k (unbiased estimator of Chen et al. 2021 over
+  `n_samples >= k` samples at `temperature`) and maj@n (majority vote: the most frequent final
+  answer among the n samples, whitespace-normalised, is graded; no answer does not vote).
 - Format compliance (`rewards.format`), R1 language consistency and the language-mixing rate
   (`rewards.language`), mean response length in tokens.
 - Correctness is decided by the project's rule-based graders, chosen per row from its columns:
@@ -13,10 +14,10 @@
 
 `eval.json`:
     {"checkpoint": str,
-     "overall": {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency",
+     "overall": {"accuracy", "pass_at_k", "k", "maj_at_n", "n_samples", "format_rate", "language_consistency",
                  "mixing_rate", "mean_length", "mixed_groups", "n"},
-     "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "mixed_groups": float,
-                                     "n": int}}}}
+     "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "maj_at_n": float,
+                                     "mixed_groups": float, "n": int}}}}
 (`mixing_rate` is language mixing; `mixed_groups` the share of prompts with mixed sampled outcomes.)
 """
 
@@ -85,22 +86,43 @@ def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list
     return [s is not None and s >= 1.0 - 1e-9 for s in scores]
 
 
+def majority_correct(texts: Sequence[str], correct: Sequence[bool]) -> bool:
+    """maj@n of one prompt: is the most frequent final answer among its samples right? Answers are
+    the `<answer>` text, whitespace-normalised; a sample without one does not vote; a tie goes to
+    the answer seen first."""
+    from rewards.format import answer_text
+
+    votes: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        answer = answer_text(text)
+        if answer is not None and answer.strip():
+            votes.setdefault(" ".join(answer.split()), []).append(i)
+    if not votes:
+        return False
+    winner = max(votes.values(), key=len)  # max keeps the first of equal counts (insertion order)
+    return bool(correct[winner[0]])
+
+
 def per_cell(rows: Sequence[Mapping[str, Any]], correct: Sequence[bool], n_correct: Sequence[int],
-             n_samples: int, k: int) -> dict[str, dict[str, dict[str, float]]]:
-    """{task: {difficulty: {"accuracy", "pass_at_k", "mixed_groups", "n"}}} from the greedy verdicts
-    and the number of correct samples (of `n_samples`) per row. A cell at 0 greedy can still hold
-    the groups GRPO learns from: `mixed_groups` is the share of prompts whose samples were neither
-    all right nor all wrong (a group of `n_samples` rollouts with a non-zero advantage)."""
+             n_samples: int, k: int, majority: Sequence[bool] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """{task: {difficulty: {"accuracy", "pass_at_k", "maj_at_n", "mixed_groups", "n"}}} from the greedy
+    verdicts, the number of correct samples (of `n_samples`) and the majority-vote verdict per row.
+    A cell at 0 greedy can still hold the groups GRPO learns from: `mixed_groups` is the share of
+    prompts whose samples were neither all right nor all wrong (a group of `n_samples` rollouts
+    with a non-zero advantage)."""
+    majority = majority if majority is not None else [False] * len(rows)
     counts: dict[str, dict[str, dict[str, float]]] = {}
-    for row, ok, c in zip(rows, correct, n_correct, strict=True):
+    for row, ok, c, maj in zip(rows, correct, n_correct, majority, strict=True):
         cell = counts.setdefault(row["task"], {}).setdefault(str(row["difficulty"]),
-                                                             {"correct": 0, "pass": 0.0, "mixed": 0, "n": 0})
+                                                             {"correct": 0, "pass": 0.0, "maj": 0, "mixed": 0,
+                                                              "n": 0})
         cell["correct"] += int(ok)
         cell["pass"] += pass_at_k(n_samples, c, k)
+        cell["maj"] += int(maj)
         cell["mixed"] += int(0 < c < n_samples)
         cell["n"] += 1
     return {task: {d: {"accuracy": c["correct"] / c["n"], "pass_at_k": c["pass"] / c["n"],
-                       "mixed_groups": c["mixed"] / c["n"], "n": c["n"]}
+                       "maj_at_n": c["maj"] / c["n"], "mixed_groups": c["mixed"] / c["n"], "n": c["n"]}
                    for d, c in sorted(levels.items(), key=lambda kv: int(kv[0]))}
             for task, levels in sorted(counts.items())}
 
@@ -171,6 +193,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
     flat_rows = [r for r in rows for _ in range(cfg.n_samples)]
     flat_correct = grade(flat_rows, [t for per in sample_texts for t in per])
     n_correct = [sum(flat_correct[i * cfg.n_samples:(i + 1) * cfg.n_samples]) for i in range(len(rows))]
+    majority = [majority_correct(sample_texts[i], flat_correct[i * cfg.n_samples:(i + 1) * cfg.n_samples])
+                for i in range(len(rows))]
 
     prompts = [r["prompt"] for r in rows]
     languages = [r.get("language") for r in rows]
@@ -178,7 +202,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
     consistency = [c for c in language_reward(prompts, greedy, language=languages) if c is not None]
     mixed = [is_language_mixed(text, lang) for text, lang in zip(greedy, languages)]
 
-    by_task = per_cell(rows, correct, n_correct, cfg.n_samples, cfg.k)
+    by_task = per_cell(rows, correct, n_correct, cfg.n_samples, cfg.k, majority)
     n = len(rows)
     result = {
         "checkpoint": model_dir,
@@ -186,6 +210,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
             "accuracy": sum(correct) / max(n, 1),
             "pass_at_k": sum(pass_at_k(cfg.n_samples, c, cfg.k) for c in n_correct) / max(n, 1),
             "k": cfg.k,
+            "maj_at_n": sum(majority) / max(n, 1),
+            "n_samples": cfg.n_samples,
             "format_rate": sum(1 for f in formats if f == 1.0) / max(n, 1),
             "language_consistency": sum(consistency) / len(consistency) if consistency else 0.0,
             "mixing_rate": sum(mixed) / max(n, 1),
@@ -210,10 +236,12 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
 def markdown_table(result: Mapping[str, Any]) -> str:
     """The report.md table: overall figures, then greedy accuracy / pass@k per task x difficulty."""
     o = result["overall"]
+    maj = f"{o['maj_at_n']:.3f}" if "maj_at_n" in o else "-"
     lines = [
-        f"| accuracy | pass@{o['k']} | format | lang. consistency | mixing | mean length | n |",
-        "|---|---|---|---|---|---|---|",
-        f"| {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {o['format_rate']:.3f} | "
+        f"| accuracy | pass@{o['k']} | maj@{o.get('n_samples', 'n')} | format | lang. consistency | mixing | "
+        f"mean length | n |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {maj} | {o['format_rate']:.3f} | "
         f"{o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | {o['mean_length']:.1f} | {o['n']} |",
         "",
     ]

@@ -60,3 +60,27 @@ def test_markdown_table_shows_mixed_groups_when_present():
               "by_task": {"equations": {"4": {"accuracy": 0.0, "pass_at_k": 0.5, "mixed_groups": 0.25, "n": 2}}}}
     table = markdown_table(result)
     assert "| equations | 0.00 / 0.50 / 0.25 (n=2) |" in table and "8 samples" in table
+
+
+def test_majority_vote_grades_the_most_frequent_answer():
+    from rlpipe.evaluate import majority_correct
+
+    texts = ["<think>a</think> <answer>47</answer>", "<think>b</think> <answer> 47 </answer>",
+             "<think>c</think> <answer>192</answer>", "no answer at all", "no answer either", "still none"]
+    correct = [True, True, False, False, False, False]
+    assert majority_correct(texts, correct)  # 47 twice beats 192 once; answerless samples do not vote
+    assert not majority_correct(texts[2:], correct[2:])
+    assert not majority_correct(["x", "y"], [False, False])  # nobody answered
+    tie = ["<think>a</think> <answer>192</answer>", "<think>b</think> <answer>47</answer>"]
+    assert not majority_correct(tie, [False, True])  # a tie goes to the answer seen first
+
+
+def test_per_cell_and_table_carry_maj_at_n():
+    rows = [{"task": "arithmetic", "difficulty": 1}] * 2
+    cells = per_cell(rows, [True, False], [3, 1], n_samples=4, k=2, majority=[True, False])
+    assert cells["arithmetic"]["1"]["maj_at_n"] == 0.5
+    result = {"overall": {"accuracy": 0.5, "pass_at_k": 0.75, "k": 4, "maj_at_n": 0.625, "n_samples": 8,
+                          "format_rate": 1.0, "language_consistency": 0.9, "mixing_rate": 0.1, "mean_length": 42.0,
+                          "n": 2}, "by_task": {}}
+    table = markdown_table(result)
+    assert "maj@8" in table and "| 0.500 | 0.750 | 0.625 |" in table

@@ -162,11 +162,14 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
     if before is None:
         return markdown_table(after)
     keys = [("accuracy", "greedy accuracy"), ("pass_at_k", f"pass@{after['overall']['k']}"),
+            ("maj_at_n", f"maj@{after['overall'].get('n_samples', 'n')}"),
             ("format_rate", "format"), ("language_consistency", "language consistency"),
             ("mixing_rate", "language mixing"), ("mean_length", "mean length (tokens)"),
             ("mixed_groups", "mixed groups")]
     lines = [f"| | {before_name} | {after_name} | change |", "|---|---|---|---|"]
     for key, name in keys:
+        if key not in before["overall"] or key not in after["overall"]:
+            continue  # an eval.json written before the metric existed
         b, a = before["overall"][key], after["overall"][key]
         lines.append(f"| {name} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
     lines += ["", f"Greedy accuracy per task and level, {before_name} -> {after_name}:", ""]
