@@ -39,8 +39,9 @@ def check_rl_rows(rows: list[dict], path) -> None:
                             f"(fields {', '.join(GRADABLE)} are all empty); fill one in or drop the row")
 
 
-def build_reward(cfg):
-    """The recipe's weighted rule rewards, computed in parallel worker threads."""
+def build_reward(cfg, extra: dict | None = None):
+    """The recipe's weighted rule rewards (plus `extra` {reward function: weight}, e.g. a reward
+    model), computed in parallel worker threads."""
     from rewards import combine
     from rewards.parallel import ParallelReward
 
@@ -49,6 +50,7 @@ def build_reward(cfg):
         weights.setdefault("overlong", 1.0)
         options.setdefault("overlong", {"max_length": cfg.rollout.max_new_tokens,
                                         "cache_length": cfg.grpo.overlong_buffer})
+    weights.update(extra or {})
     try:
         combined = combine(weights, options)
     except ValueError as err:
@@ -56,23 +58,17 @@ def build_reward(cfg):
     return ParallelReward(combined, max_workers=cfg.rewards.workers, timeout_s=cfg.rewards.timeout_s)
 
 
-def run(cfg) -> None:
+def run_grpo(cfg, rows: list[dict], reward, init_dir, acc):
+    """Steps 2-3 and the checkpoint of step 4, shared by the RL stages (2 and 4): engines, sampler,
+    reference, the loop on `GRPOSteps`; returns (TrainResult, PromptSampler) after the process
+    group is gone (only rank 0 goes on to evaluate)."""
     from rlpipe.model import load_pretrained
-    from rlpipe.plots import plot_stage
     from rlpipe.rollout import make_engine
     from rlpipe.sampler import PromptSampler
     from rlpipe.tokenizer import load_tokenizer
-    from rlpipe.train import make_accelerator, train
+    from rlpipe.train import train
     from rlpipe.train.rl import GRPOSteps
 
-    init_dir = require_stage(cfg, cfg.init_from)
-    if cfg.train.max_steps < 1:
-        raise ConfigError(f"{cfg.stage}: train.max_steps={cfg.train.max_steps}; RL runs a set number of optimizer "
-                          f"steps: set train.max_steps (e.g. train.max_steps=100)")
-    acc = make_accelerator(cfg.train)  # threads and the process group exist before any engine
-    data_dir = ensure_data(cfg, acc, build_if_missing=False)
-    rows = [dict(r) for r in load_split(cfg, cfg.split)]
-    check_rl_rows(rows, cfg.data_path / cfg.split)
     cfg.grpo.max_completion_length = cfg.rollout.max_new_tokens  # Dr. GRPO's constant normaliser
     tokenizer = load_tokenizer(init_dir)
     model = load_pretrained(init_dir, dtype=torch.float32)
@@ -91,7 +87,7 @@ def run(cfg) -> None:
         from rlpipe.config import save_config
 
         save_config(cfg, out / "config.yaml")
-    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine, reward=build_reward(cfg),
+    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine, reward=reward,
                       sampler=sampler, grpo=cfg.grpo, rollout=cfg.rollout, rewards_cfg=cfg.rewards,
                       num_steps=cfg.train.max_steps, seed=cfg.train.seed, seq_len=cfg.train.seq_len,
                       accelerator=acc, out_dir=out, ref_model=ref_model)
@@ -106,24 +102,51 @@ def run(cfg) -> None:
         result.model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     leave_process_group()
+    return result, sampler
+
+
+def check_steps(cfg) -> None:
+    if cfg.train.max_steps < 1:
+        raise ConfigError(f"{cfg.stage}: train.max_steps={cfg.train.max_steps}; RL runs a set number of optimizer "
+                          f"steps: set train.max_steps (e.g. train.max_steps=100)")
+
+
+def held_out_comparison(cfg, out, init_dir, data_dir) -> tuple[str, str]:
+    """Evaluate the stage's checkpoint (eval.json) and compare with its starting checkpoint's
+    evaluation (re-run with evaluate_init, else the eval.json the starting stage wrote)."""
+    from rlpipe.evaluate import close_engines, evaluate_checkpoint
+
+    try:
+        after = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
+        before = None
+        if cfg.evaluate_init:
+            before = evaluate_checkpoint(init_dir, data_dir, out / "eval_init.json", cfg.eval)
+        elif (init_dir / "eval.json").is_file():  # the starting stage's own evaluation, as it was written
+            before = json.loads((init_dir / "eval.json").read_text())
+    finally:
+        close_engines()
+    return (f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)",
+            comparison_table(before, after, cfg.init_from, cfg.stage))
+
+
+def run(cfg) -> None:
+    from rlpipe.plots import plot_stage
+    from rlpipe.train import make_accelerator
+
+    init_dir = require_stage(cfg, cfg.init_from)
+    check_steps(cfg)
+    acc = make_accelerator(cfg.train)  # threads and the process group exist before any engine
+    data_dir = ensure_data(cfg, acc, build_if_missing=False)
+    rows = [dict(r) for r in load_split(cfg, cfg.split)]
+    check_rl_rows(rows, cfg.data_path / cfg.split)
+    result, sampler = run_grpo(cfg, rows, build_reward(cfg), init_dir, acc)
     if not acc.is_main_process:
         return
+    out = cfg.out_dir
     sections = [("Input", f"- initialised from `{init_dir}`\n- {len(rows)} RL prompts from `{cfg.data_path / cfg.split}`"),
                 ("Reinforcement learning", rl_section(result, cfg, sampler))]
     if cfg.eval.enabled:
-        from rlpipe.evaluate import close_engines, evaluate_checkpoint
-
-        try:
-            after = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
-            before = None
-            if cfg.evaluate_init:
-                before = evaluate_checkpoint(init_dir, data_dir, out / "eval_init.json", cfg.eval)
-            elif (init_dir / "eval.json").is_file():  # the starting stage's own evaluation, as it was written
-                before = json.loads((init_dir / "eval.json").read_text())
-        finally:
-            close_engines()
-        sections.append((f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)",
-                         comparison_table(before, after, cfg.init_from)))
+        sections.append(held_out_comparison(cfg, out, init_dir, data_dir))
     if cfg.logging.plots:
         plot_stage(out)
     write_report(cfg, "Stage 2: reasoning RL (GRPO)", sections)
@@ -187,4 +210,4 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
     return "\n".join(lines)
 
 
-__all__ = ["build_reward", "check_rl_rows", "comparison_table", "run"]
+__all__ = ["build_reward", "check_rl_rows", "check_steps", "comparison_table", "held_out_comparison", "run", "run_grpo"]

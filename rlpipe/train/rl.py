@@ -207,6 +207,13 @@ def average_over_processes(metrics: dict[str, float], world: int) -> dict[str, f
     return out
 
 
+def correctness_term(breakdown: dict) -> str:
+    """The reward term that says whether a sample is right (most specific first: rewards.CORRECTNESS_REWARDS)."""
+    from rewards import CORRECTNESS_REWARDS
+
+    return next(c for c in CORRECTNESS_REWARDS if c in breakdown)
+
+
 # ---------------------------------------------------------------------------- the step contract
 class GRPOSteps:
     """The loop's step contract for GRPO-family RL (see the module docstring)."""
@@ -331,11 +338,12 @@ class GRPOSteps:
         columns = {c: [self.rows[i].get(c) for i in samples] for c in self.columns}
         columns["group_ids"] = [f"{step}:{round_}:{k // G}" for k in range(len(out))]
         columns["completion_lengths"] = out.lengths
+        columns["training_step"] = [step] * len(out)  # rewards that join late (a reward model's start_step)
         result = self.reward([self.rows[i]["prompt"] for i in samples], out.text, **columns)
         t2 = time.perf_counter()
         totals = np.array([0.0 if v is None else float(v) for v in result.totals], dtype=np.float64)
-        correct_term = next(c for c in ("task_accuracy", "code", "countdown", "accuracy") if c in result.breakdown)
-        correct = np.array([1.0 if v is not None and v >= 1.0 - 1e-9 else 0.0 for v in result.breakdown[correct_term]])
+        correct = np.array([1.0 if v is not None and v >= 1.0 - 1e-9 else 0.0
+                            for v in result.breakdown[correctness_term(result.breakdown)]])
         scored = Scored(rows=list(indices), prompt_ids=[self.prompt_ids[i] for i in indices],
                         token_ids=out.token_ids, rollout_logp=out.logprobs, text=out.text, truncated=out.truncated,
                         rewards=totals.reshape(-1, G), correct=correct.reshape(-1, G), breakdown=result.breakdown,
@@ -482,9 +490,12 @@ class GRPOSteps:
     def _rollout_metrics(self, scored: Scored, advantages: torch.Tensor, timing: dict, n_groups: int,
                          n_dropped: int) -> dict:
         lengths = [len(t) for t in scored.token_ids]
+        graded = [v is not None for v in scored.breakdown[correctness_term(scored.breakdown)]]
         metrics = {
             "reward/mean": float(scored.rewards.mean()), "reward/std": float(scored.rewards.std()),
-            "accuracy": float(scored.correct.mean()),
+            # over the samples a correctness rule grades (stage 4 mixes in general prompts it does not)
+            "accuracy": float(np.mean([c for c, v in zip(scored.correct.reshape(-1), graded) if v] or [0.0])),
+            "graded_frac": float(np.mean(graded)),
             "completion_length/mean": float(np.mean(lengths)), "completion_length/max": float(np.max(lengths)),
             "truncated_frac": float(np.mean(scored.truncated)),
             "advantage/abs_mean": float(advantages.abs().mean()),
