@@ -27,7 +27,7 @@ export HF_DATASETS_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 stage-3 stage-4 eval pipeline bench-rewards bench-model bench-grpo clean-runs
+.PHONY: help setup test test-rewards test-slow stage-0 stage-1 stage-2 stage-3 stage-4 eval report pipeline bench-rewards bench-model bench-grpo clean-runs
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -70,17 +70,27 @@ stage-2: setup
 stage-3: setup
 	$(PY) -m rlpipe.cli run stages/stage-3-rejection-sft.yaml run=$(RUN) $(ARGS)
 
+stage-4: setup
+	$(PY) -m rlpipe.cli run stages/stage-4-all-scenarios-rl.yaml run=$(RUN) $(ARGS)
+
 # Held-out evaluation of any checkpoint folder: make eval CKPT=runs/tiny/stage-2 [DATA=runs/tiny/data] [ARGS="--limit 64"]
 eval: setup
 	@test -n "$(CKPT)" || { echo "make eval needs CKPT=<checkpoint folder>, e.g. make eval CKPT=runs/$(RUN)/stage-2"; exit 2; }
 	$(PY) -m rlpipe.cli eval --model $(CKPT) --data $(or $(DATA),runs/$(RUN)/data) --out $(or $(OUT),$(CKPT)/eval.json) \
 	  --k 4 --n-samples 8 --temperature 1.0 --max-new-tokens 256 $(ARGS)
 
-# Every stage that exists so far, in order.
+# The one-page report of a run (make pipeline ends with it).
+report: setup
+	$(PY) -m rlpipe.cli report --run runs/$(RUN)
+
+# Every stage, in order, then the report.
 pipeline: setup
 	$(MAKE) stage-0 RUN=$(RUN) ARGS="$(ARGS)"
 	$(MAKE) stage-1 RUN=$(RUN) ARGS="$(ARGS)"
 	$(MAKE) stage-2 RUN=$(RUN) ARGS="$(ARGS)"
+	$(MAKE) stage-3 RUN=$(RUN) ARGS="$(ARGS)"
+	$(MAKE) stage-4 RUN=$(RUN) ARGS="$(ARGS)"
+	$(PY) -m rlpipe.cli report --run runs/$(RUN)
 
 bench-rewards: setup
 	$(PY) bench/bench_rewards_math.py

@@ -6,6 +6,7 @@
     rlpipe data difficulty --model DIR --data DIR --out DIR  per-prompt pass rate + hack test
     rlpipe init-model --preset tiny --tokenizer DIR --out DIR --seed N
     rlpipe reward math --pred P --gold G | reward code --file F --tests T
+    rlpipe report --run runs/<run>                      the one-page report of every stage run
 
 Sub-commands import their area lazily, so `rlpipe reward ...` starts without torch.
 """
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("data.build", "main", "task data: `rlpipe data build ...` | `rlpipe data difficulty ...`"),
     "init-model": ("rlpipe.model.cli", "main", "write a randomly initialised checkpoint"),
     "reward": ("rewards.cli", "main", "debug a grader: `rlpipe reward math|code ...`"),
+    "report": ("rlpipe.report", "main", "the run report: runs/<run>/report.md with plots"),
 }
 
 # `rlpipe data <verb>` -> (module, function).

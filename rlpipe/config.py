@@ -30,6 +30,7 @@ from rlpipe.evaluate import EvalConfig
 from rlpipe.rejection import RejectionConfig
 from rlpipe.rollout import RolloutConfig
 from rlpipe.sampler import SamplerConfig
+from rlpipe.train.reward_model import RewardModelConfig
 from rlpipe.train.rl import GRPOConfig, RewardsConfig
 from rlpipe.errors import ConfigError  # re-exported: the one user-error family (rlpipe.errors)
 
@@ -204,12 +205,25 @@ class RejectionSFTConfig(StageConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class AllScenariosRLConfig(ReasoningRLConfig):
+    """Stage 4: a preference reward model, then GRPO over reasoning (rule rewards) and general (RM) prompts."""
+
+    stage: str = "stage-4"
+    init_from: str = "stage-3"
+    general_split: str = "nonreasoning"  # datasets folder of general prompts (the RM pays them)
+    general_share: float = 0.3  # share of all RL prompts that are general
+    general_held_out: int = 64  # general prompts kept out of RL to measure the RM score before/after
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+
+
 # Recipe `stage:` field -> (config dataclass, procedure module with `run(cfg)`, make target).
 STAGES: dict[str, tuple[type[StageConfig], str, str]] = {
     "stage-0": (BaseConfig, "rlpipe.pipeline.base", "make stage-0"),
     "stage-1": (ColdStartConfig, "rlpipe.pipeline.cold_start", "make stage-1"),
     "stage-2": (ReasoningRLConfig, "rlpipe.pipeline.reasoning_rl", "make stage-2"),
     "stage-3": (RejectionSFTConfig, "rlpipe.pipeline.rejection_sft", "make stage-3"),
+    "stage-4": (AllScenariosRLConfig, "rlpipe.pipeline.all_scenarios_rl", "make stage-4"),
 }
 
 

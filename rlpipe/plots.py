@@ -9,6 +9,10 @@
   length, KL, entropy, clip fractions, rollout/trainer mismatch, dynamic-sampling drops, step time
   by part) and `success_heatmap.png` (rollout success rate per task/level over steps).
 Any other numeric series a stage logs goes to `metrics.png`, one panel each.
+Stage 4: `rm_vs_rule.png` (the RM's score of rule-right vs rule-wrong reasoning completions and
+its AUC over steps). The run report (`rlpipe.report`): `stages_accuracy.png` (per-stage greedy
+accuracy and pass@k per task), `stages_overall.png` (format, language, length per stage) and
+`funnel.png` (the stage-3 rejection funnel per task).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ RL_PANELS = {
     "rollout vs trainer logprob": ("mismatch/logp_diff_mean", "mismatch/logp_diff_max"),
     "mismatch correction": ("mismatch/ratio_mean", "mismatch/masked_token_frac", "mismatch/truncated_frac"),
     "dynamic sampling / truncation": ("dynamic_sampling/dropped_frac", "truncated_frac"),
+    "reward model (standardised)": ("reward/reward_model", "reward/rm_probe"),
     "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "time/train", "push_seconds"),
 }
 
@@ -201,6 +206,89 @@ def plot_eval(result: dict, out: Path) -> Path:
     overall = result.get("overall", {})
     ax.set_title(f"held-out greedy accuracy (overall {overall.get('accuracy', 0):.2f}, "
                  f"pass@{overall.get('k', '?')} {overall.get('pass_at_k', 0):.2f})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)
+
+
+def plot_rm_vs_rule(guard: dict, out: Path) -> Path | None:
+    """Stage 4's reward-hacking guard: RM score of rule-right and rule-wrong completions, and the AUC."""
+    steps = [s for s in guard.get("steps", []) if s["auc"] is not None]
+    if not steps:
+        return None
+    x = [s["step"] for s in steps]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot(x, [s["rm_right"] for s in steps], marker="o", label="rule-right")
+    a.plot(x, [s["rm_wrong"] for s in steps], marker="o", label="rule-wrong")
+    a.set_title("RM score of reasoning completions (standardised)", fontsize=9)
+    a.legend(fontsize=7)
+    b.plot(x, [s["auc"] for s in steps], marker="o", color="C2")
+    b.axhline(0.5, color="grey", lw=0.8, ls="--")
+    b.set_ylim(0, 1)
+    b.set_title("AUC: RM ranks rule-right above rule-wrong", fontsize=9)
+    for ax in (a, b):
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_stages_accuracy(evals: dict[str, dict], out: Path) -> Path | None:
+    """Per task: greedy accuracy (solid) and pass@k (hatched) of every evaluated stage, side by side."""
+    if not evals:
+        return None
+    tasks = sorted({t for e in evals.values() for t in e.get("by_task", {})})
+    names = list(evals)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(tasks) * 2), 3.6), sharey=True)
+    width = 0.8 / len(names)
+    for ax, key, title in ((axes[0], "accuracy", "greedy accuracy"), (axes[1], "pass_at_k", "pass@k")):
+        for j, name in enumerate(names):
+            cells = evals[name].get("by_task", {})
+            ys = []
+            for t in tasks:
+                levels = cells.get(t, {})
+                n = sum(c["n"] for c in levels.values())
+                ys.append(sum(c[key] * c["n"] for c in levels.values()) / n if n else 0.0)
+            ax.bar([i + j * width for i in range(len(tasks))], ys, width=width, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"held-out {title} per task", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_stages_overall(evals: dict[str, dict], out: Path) -> Path | None:
+    """Overall figures per stage: greedy accuracy, pass@k, format rate, language consistency, mean length."""
+    if not evals:
+        return None
+    names = list(evals)
+    panels = [("accuracy", "greedy accuracy"), ("pass_at_k", "pass@k"), ("format_rate", "format rate"),
+              ("language_consistency", "language consistency"), ("mean_length", "mean length (tokens)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3))
+    for ax, (key, title) in zip(axes, panels):
+        ax.bar(range(len(names)), [evals[n]["overall"].get(key, 0.0) for n in names], color="C0")
+        ax.set_xticks(range(len(names)), names, rotation=30, fontsize=7)
+        ax.set_title(title, fontsize=9)
+        if key != "mean_length":
+            ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)
+
+
+def plot_funnel(funnel: dict, out: Path) -> Path | None:
+    """Stage 3's rejection-sampling funnel per task: samples reaching each filter stage."""
+    cells = funnel.get("by_cell", {})
+    if not cells:
+        return None
+    stages = list(funnel["overall"])
+    tasks = sorted({c.split("/")[0] for c in cells})
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks)), 3.4))
+    width = 0.8 / len(stages)
+    for j, stage in enumerate(stages):
+        ys = [sum(v[stage] for k, v in cells.items() if k.split("/")[0] == t) for t in tasks]
+        ax.bar([i + j * width for i in range(len(tasks))], ys, width=width, label=stage)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks, rotation=20, fontsize=8)
+    ax.set_title("stage 3 rejection sampling: samples reaching each filter", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, out)

@@ -1,0 +1,164 @@
+"""The run report: one page showing the whole R1 recipe working, `runs/<run>/report.md` + PNGs.
+
+Read from the stage folders (whatever exists; a missing stage is a line, not an error):
+`stage-N/eval.json` (held-out evaluation, one shape for every stage), `stage-N/stage.json` (finished
+marker: wall minutes), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
+(RM pair accuracy per kind), `stage-4/general_eval.json` (RM score on held-out general prompts
+before/after) and `stage-4/rm_vs_rule.json` (the reward-hacking guard). Each RL stage's own curves
+(`rl_curves.png`, `success_heatmap.png`) are linked, not redrawn.
+
+The targets of the recipe are checked and printed as met / not met with the measured gap:
+stage 2 at least `rl_margin` above stage 1; stage 3 at least stage 2 minus 2 points; stage 4 within
+2 points of stage 3 on reasoning while raising the RM score on general prompts.
+
+    rlpipe report --run runs/tiny        (also the last step of `make pipeline`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+STAGE_NAMES = {"stage-0": "base", "stage-1": "cold start SFT", "stage-2": "reasoning RL", "stage-3": "rejection SFT",
+               "stage-4": "all-scenario RL"}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(run_dir: Path) -> dict:
+    """Everything the report shows, from the run's stage folders."""
+    evals, minutes = {}, {}
+    for stage in STAGE_NAMES:
+        e = _load(run_dir / stage / "eval.json")
+        if e is not None:
+            evals[stage] = e
+        marker = _load(run_dir / stage / "stage.json")
+        if marker is not None:
+            minutes[stage] = marker.get("minutes")
+    return {"evals": evals, "minutes": minutes, "funnel": _load(run_dir / "stage-3" / "funnel.json"),
+            "rm": _load(run_dir / "stage-4" / "reward_model" / "rm_eval.json"),
+            "general": _load(run_dir / "stage-4" / "general_eval.json"),
+            "guard": _load(run_dir / "stage-4" / "rm_vs_rule.json")}
+
+
+def targets(data: dict, rl_margin: float = 0.10) -> list[tuple[str, bool | None, str]]:
+    """(target, met (None: not measured), the measured figures)."""
+    acc = {s: e["overall"]["accuracy"] for s, e in data["evals"].items()}
+    out = []
+
+    def check(name: str, a: str, b: str, ok, figure) -> None:
+        if a in acc and b in acc:
+            out.append((name, bool(ok(acc[a], acc[b])), figure(acc[a], acc[b])))
+        else:
+            out.append((name, None, f"needs {a} and {b} evaluated"))
+
+    check(f"stage 2 >= stage 1 + {rl_margin:.2f}", "stage-2", "stage-1", lambda a, b: a - b >= rl_margin,
+          lambda a, b: f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+    check("stage 3 >= stage 2 - 0.02", "stage-3", "stage-2", lambda a, b: a >= b - 0.02,
+          lambda a, b: f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+    check("stage 4 within 0.02 of stage 3 (reasoning)", "stage-4", "stage-3", lambda a, b: abs(a - b) <= 0.02 or a > b,
+          lambda a, b: f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+    g = data.get("general")
+    if g:
+        before, after = g["before"]["rm_score"], g["after"]["rm_score"]
+        out.append(("stage 4 raises the RM score on general prompts", after > before,
+                    f"{before:.3f} -> {after:.3f} ({after - before:+.3f})"))
+    else:
+        out.append(("stage 4 raises the RM score on general prompts", None, "stage 4 not evaluated"))
+    return out
+
+
+def overall_table(evals: dict[str, dict], minutes: dict[str, float]) -> str:
+    lines = ["| stage | greedy | pass@k | maj@n | format | language consistency | mixing | mean length | minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for stage, e in evals.items():
+        o = e["overall"]
+        maj = f"{o['maj_at_n']:.3f}" if "maj_at_n" in o else "-"
+        lines.append(f"| {stage} ({STAGE_NAMES[stage]}) | {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {maj} | "
+                     f"{o['format_rate']:.3f} | {o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | "
+                     f"{o['mean_length']:.1f} | {minutes.get(stage, '-')} |")
+    return "\n".join(lines)
+
+
+def per_task_table(evals: dict[str, dict]) -> str:
+    """Greedy accuracy / pass@k per task and level, one column per stage."""
+    stages = list(evals)
+    cells = sorted({(t, d) for e in evals.values() for t, levels in e["by_task"].items() for d in levels},
+                   key=lambda c: (c[0], int(c[1])))
+    lines = ["| task / level | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    for t, d in cells:
+        row = []
+        for s in stages:
+            c = evals[s]["by_task"].get(t, {}).get(d)
+            row.append(f"{c['accuracy']:.2f} / {c['pass_at_k']:.2f}" if c else "-")
+        lines.append(f"| {t} {d} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
+    """Write `run_dir/report.md` and its PNGs; returns the report's path."""
+    from rlpipe.plots import plot_funnel, plot_stages_accuracy, plot_stages_overall
+    from rlpipe.rejection import funnel_table
+
+    run_dir = Path(run_dir)
+    data = collect(run_dir)
+    evals = data["evals"]
+    parts = [f"# rlpipe run `{run_dir.name}`: the R1 recipe, stage by stage", ""]
+    missing = [f"{s} ({STAGE_NAMES[s]})" for s in STAGE_NAMES if not (run_dir / s).exists()]
+    if missing:
+        parts += [f"Stages not run yet: {', '.join(missing)}.", ""]
+    parts += ["## Targets", "", "| target | met | measured |", "|---|---|---|"]
+    parts += [f"| {name} | {'-' if ok is None else ('yes' if ok else 'NO')} | {fig} |"
+              for name, ok, fig in targets(data, rl_margin)]
+    parts.append("")
+    if evals:
+        plot_stages_accuracy(evals, run_dir / "stages_accuracy.png")
+        plot_stages_overall(evals, run_dir / "stages_overall.png")
+        n = next(iter(evals.values()))["overall"]["n"]
+        parts += [f"## Held-out evaluation ({n} prompts, same split and grader for every stage)", "",
+                  overall_table(evals, data["minutes"]), "", "![per task](stages_accuracy.png)", "",
+                  "![overall](stages_overall.png)", "", "Greedy accuracy / pass@k per task and level:", "",
+                  per_task_table(evals), ""]
+    curves = [(s, f) for s in ("stage-2", "stage-4") for f in ("rl_curves.png", "success_heatmap.png")
+              if (run_dir / s / f).exists()]
+    if curves:
+        parts += ["## RL curves", ""] + [f"![{s} {f[:-4]}]({s}/{f})" for s, f in curves] + [""]
+    if data["funnel"]:
+        plot_funnel(data["funnel"], run_dir / "funnel.png")
+        parts += ["## Stage 3: rejection-sampling funnel", "", funnel_table(data["funnel"]), "",
+                  "![funnel](funnel.png)", ""]
+    if data["rm"]:
+        from rlpipe.train.reward_model import accuracy_table
+
+        parts += ["## Stage 4: the preference reward model", "", accuracy_table(data["rm"]), ""]
+    if data["general"]:
+        g = data["general"]
+        parts += [f"General prompts ({g['after']['n']} held out, greedy): RM score {g['before']['rm_score']:.3f} -> "
+                  f"{g['after']['rm_score']:.3f}, exact match with the reference {g['before']['exact_match']:.3f} "
+                  f"-> {g['after']['exact_match']:.3f}.", ""]
+    if data["guard"] and (run_dir / "stage-4" / "rm_vs_rule.png").exists():
+        parts += ["Reward-hacking guard (RM vs the rule on the same reasoning completions):", "",
+                  "![rm vs rule](stage-4/rm_vs_rule.png)", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlpipe report", description="the run report: runs/<run>/report.md")
+    parser.add_argument("--run", required=True, help="run folder, e.g. runs/tiny")
+    parser.add_argument("--rl-margin", type=float, default=0.10, help="stage-2 target over stage 1")
+    args = parser.parse_args(argv)
+    if not Path(args.run).is_dir():
+        print(f"rlpipe report: {args.run} is not a run folder; run `make pipeline RUN=<name>` first")
+        return 2
+    path = build_report(args.run, args.rl_margin)
+    print(path.read_text())
+    print(f"wrote {path}")
+    return 0
+
+
+__all__ = ["build_report", "collect", "main", "targets"]
