@@ -5,6 +5,7 @@
     rlpipe data build --out DIR --seed N [--size tiny]  build the task data sets
     rlpipe data difficulty --model DIR --data DIR --out DIR  per-prompt pass rate + hack test
     rlpipe init-model --preset tiny --tokenizer DIR --out DIR --seed N
+    rlpipe train-rm --model DIR --data DIR --out DIR [--max-steps N --view full|answer ...]  preference RM
     rlpipe reward math --pred P --gold G | reward code --file F --tests T
     rlpipe report --run runs/<run>                      the one-page report of every stage run
 
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("data.build", "main", "task data: `rlpipe data build ...` | `rlpipe data difficulty ...`"),
     "init-model": ("rlpipe.model.cli", "main", "write a randomly initialised checkpoint"),
     "reward": ("rewards.cli", "main", "debug a grader: `rlpipe reward math|code ...`"),
+    "train-rm": ("rlpipe.train.reward_model", "main", "train the preference reward model (Bradley-Terry)"),
     "report": ("rlpipe.report", "main", "the run report: runs/<run>/report.md with plots"),
 }
 

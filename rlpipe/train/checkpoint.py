@@ -1,7 +1,8 @@
 """Training checkpoints: atomic, verified, pruned, and resumed exactly.
 
 Layout of one checkpoint, `<stage>/checkpoints/step-000120/`:
-    model/              a plain HF DeepSeek-V3 folder (`save_pretrained`; LoRA merged in) + tokenizer
+    model/              the model's `save_pretrained` folder (a plain HF DeepSeek-V3 folder, LoRA merged
+                        in; the reward model adds its head) + tokenizer
     trainer_state.pt    step, data position, optimizer, scheduler, expert biases, LoRA adapter
     rng/rank{r}.pt      python, numpy and torch RNG states of every process
     manifest.json       size and sha256 of every file above; written last
@@ -234,7 +235,9 @@ def load_checkpoint(path: str | os.PathLike, *, train_model: torch.nn.Module, op
         if state.get("adapter") is not None:
             raise CheckpointError(f"{path}: saved with LoRA but lora.enabled is false; set lora.enabled=true "
                                   f"or resume=false")
-        weights = load_pretrained(path / "model", dtype=torch.float32).state_dict()
+        # A model class with its own folder format (the reward model: backbone + head) loads it itself.
+        loader = getattr(type(train_model), "from_pretrained", load_pretrained)
+        weights = loader(path / "model", dtype=torch.float32).state_dict()
         try:
             train_model.load_state_dict(weights)
         except RuntimeError as err:
