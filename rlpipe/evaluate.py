@@ -167,7 +167,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
 
     from rewards.format import format_reward
     from rewards.language import is_language_mixed, language_reward
-    from rlpipe.tokenizer import format_prompt, load_tokenizer
+    from rlpipe.tokenizer import load_tokenizer, prompt_ids
 
     cfg = EvalConfig.coerce(cfg)
     model_dir, data_dir = str(model_dir), str(data_dir)
@@ -182,14 +182,13 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
         rows = rows.select(range(min(cfg.limit, len(rows))))
     rows = [dict(r) for r in rows]
     tokenizer = load_tokenizer(model_dir)
-    prompt_ids = [tokenizer(format_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-                  for r in rows]
+    ids = prompt_ids(tokenizer, [r["prompt"] for r in rows])
 
     t0 = time.perf_counter()
-    greedy_texts, greedy_lengths = _generate(model_dir, prompt_ids, cfg, n=1, temperature=0.0)
+    greedy_texts, greedy_lengths = _generate(model_dir, ids, cfg, n=1, temperature=0.0)
     greedy = [t[0] for t in greedy_texts]
     correct = grade(rows, greedy)
-    sample_texts, _ = _generate(model_dir, prompt_ids, cfg, n=cfg.n_samples, temperature=cfg.temperature)
+    sample_texts, _ = _generate(model_dir, ids, cfg, n=cfg.n_samples, temperature=cfg.temperature)
     flat_rows = [r for r in rows for _ in range(cfg.n_samples)]
     flat_correct = grade(flat_rows, [t for per in sample_texts for t in per])
     n_correct = [sum(flat_correct[i * cfg.n_samples:(i + 1) * cfg.n_samples]) for i in range(len(rows))]

@@ -89,6 +89,13 @@ def format_prompt(tokenizer, prompt_text: str, system: str | None = None) -> str
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_ids(tokenizer, prompts: Iterable[str]) -> list[list[int]]:
+    """Token ids of each prompt in the chat template, ending where the response starts: what every
+    engine generates from and every trainer scores after (one tokenising rule for all of them)."""
+    texts = [format_prompt(tokenizer, p) for p in prompts]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
 def _build_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     n_reserved = len(SPECIAL_TOKENS) + len(TAG_TOKENS)
     if vocab_size < 256 + n_reserved:

@@ -66,13 +66,12 @@ def general_scores(model_dir, rows: list[dict], rm, cfg) -> dict:
     from rewards.format import answer_text
     from rlpipe.evaluate import engine_for
     from rlpipe.rollout import Sampling
-    from rlpipe.tokenizer import format_prompt, load_tokenizer
+    from rlpipe.tokenizer import load_tokenizer, prompt_ids
 
     tokenizer = load_tokenizer(model_dir)
-    prompt_ids = [tokenizer(format_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-                  for r in rows]
+    ids = prompt_ids(tokenizer, [r["prompt"] for r in rows])
     texts = engine_for(str(model_dir), cfg.eval.backend, cfg.eval.seed).generate(
-        prompt_ids, 1, Sampling(temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens)).text
+        ids, 1, Sampling(temperature=0.0, max_new_tokens=cfg.eval.max_new_tokens)).text
     scores = rm([r["prompt"] for r in rows], texts, task=[r["task"] for r in rows])
     exact = [" ".join((answer_text(t) or "").split()) == " ".join(str(r.get("answer", "")).split())
              for t, r in zip(texts, rows)]

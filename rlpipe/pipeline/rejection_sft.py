@@ -33,7 +33,7 @@ def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
     from rlpipe.logging import progress
     from rlpipe.rejection import funnel, nonreasoning_rows, rejection_rows, select
     from rlpipe.rollout import Sampling, make_engine
-    from rlpipe.tokenizer import format_prompt, load_tokenizer
+    from rlpipe.tokenizer import load_tokenizer, prompt_ids
 
     out, r = cfg.out_dir, cfg.rejection
     if (out / SFT_DATA).exists() and (out / "funnel.json").exists():
@@ -48,8 +48,7 @@ def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
         order = order[:r.max_prompts]
     rows = [rows[i] for i in sorted(order.tolist())]
     tokenizer = load_tokenizer(source_dir)
-    prompt_ids = [tokenizer(format_prompt(tokenizer, x["prompt"]), add_special_tokens=False)["input_ids"]
-                  for x in rows]
+    ids = prompt_ids(tokenizer, [x["prompt"] for x in rows])
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
     engine = make_engine(r.backend, source_dir, seed=r.seed)
     texts, lengths, truncated = [], [], []
@@ -57,7 +56,7 @@ def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
     try:
         bar = progress(total=len(rows), desc=f"{cfg.stage} sampling", unit="prompt")
         for c, at in enumerate(range(0, len(rows), chunk)):
-            rollouts = engine.generate(prompt_ids[at:at + chunk], r.n_samples, sampling, seed=r.seed * 100003 + c)
+            rollouts = engine.generate(ids[at:at + chunk], r.n_samples, sampling, seed=r.seed * 100003 + c)
             L, T = rollouts.lengths, rollouts.truncated
             texts += rollouts.texts_by_prompt()
             lengths += [[L[k] for k in g] for g in rollouts.groups()]

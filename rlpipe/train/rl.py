@@ -221,7 +221,7 @@ class GRPOSteps:
     def __init__(self, *, model, tokenizer, rows: list[dict], engine, reward, sampler, grpo: GRPOConfig,
                  rollout, rewards_cfg: RewardsConfig, num_steps: int, seed: int, seq_len: int, accelerator,
                  out_dir: str | Path | None = None, ref_model=None) -> None:
-        from rlpipe.tokenizer import format_prompt
+        from rlpipe.tokenizer import prompt_ids
 
         self.model, self.tokenizer, self.rows = model, tokenizer, rows
         self.engine, self.reward, self.sampler = engine, reward, sampler
@@ -234,8 +234,7 @@ class GRPOSteps:
                              f"{self.world} processes")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.ref_model = ref_model
-        self.prompt_ids = [tokenizer(format_prompt(tokenizer, r["prompt"]), add_special_tokens=False)["input_ids"]
-                           for r in rows]
+        self.prompt_ids = prompt_ids(tokenizer, [r["prompt"] for r in rows])
         self.columns = [k for k in rows[0] if k not in ("prompt", "solution")] if rows else []
         self.buffer: dict | None = None  # the current rollout batch (reused for mu inner iterations)
         self.pending: dict[str, Any] = {}  # what after_step applies: sampler observations, metrics
