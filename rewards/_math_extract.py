@@ -38,6 +38,11 @@ _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?")
 
 
+class _Disowned(Exception):
+    """The text names its answer only to deny it ("the answer is not 5"): no answer at all,
+    rather than a number picked from the denial."""
+
+
 def boxed_spans(text: str) -> list[tuple[int, int, str]]:
     """All balanced \\boxed{...} contents with their spans, in order (nested boxes: outermost)."""
     spans = []
@@ -122,13 +127,14 @@ def _strict_box(boxes: list[tuple[int, int, str]]) -> str | None:
 
 def _after_phrase(region: str) -> str | None:
     """What follows the last "final answer" / "the answer is" / "Answer:": its math spans when
-    it starts with one, else the text up to the end of the sentence. None for "... is not 5"."""
+    it starts with one, else the text up to the end of the sentence. Raises _Disowned for
+    "... is not 5"."""
     matches = list(_PHRASE.finditer(region))
     if not matches:
         return None
     rest = region[matches[-1].end():].lstrip(" \t*")
     if re.match(r"not\b", rest, re.IGNORECASE):
-        return None
+        raise _Disowned()
     spans = math_spans(rest)
     if spans and not rest[:spans[0][0]].strip():
         end_of_line = rest.find("\n", spans[0][1])
@@ -148,6 +154,13 @@ def _after_phrase(region: str) -> str | None:
 
 def marked(region: str) -> str | None:
     """The broad rules up to the math spans (no last-number fallback), on a response region."""
+    try:
+        return _marked(region)
+    except _Disowned:
+        return None
+
+
+def _marked(region: str) -> str | None:
     boxes = boxed_spans(region)
     if boxes:
         return _last_run(region, boxes)
@@ -178,7 +191,10 @@ def extract(text: str, broad: bool = False) -> str | None:
     if not broad:
         boxes = boxed_spans(region)
         return _strict_box(boxes) if boxes else None
-    answer = marked(region)
+    try:
+        answer = _marked(region)
+    except _Disowned:
+        return None
     if answer is not None:
         return answer
     numbers = _NUMBER.findall(region)

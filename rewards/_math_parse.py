@@ -86,6 +86,8 @@ _CURRENCY = re.compile(r"€|£|¥|₹|\\(?:euro|pounds|textsterling|textdollar|
 _NAME_MARKUP = re.compile(r"\\(?:angle|measuredangle|triangle|overrightarrow|vec|widehat|hat)(?![a-zA-Z])")
 # The reals written as a set: the interval (-oo, oo).
 _REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|^\s*(?:\\text\{)?\s*all real numbers\s*\}?\s*$", re.IGNORECASE)
+# `\{x \mid x > 3\}` (set-builder notation) -> `x > 3`, the condition; a whole answer only.
+_SET_BUILDER = re.compile(r"^\\\{\s*[a-zA-Z]\s*(?:\\in\s*\\mathbb\s*\{?\s*R\s*\}?\s*)?(?:\||\\mid\b|:)\s*(.+?)\s*\\\}$")
 # `]0, 1[` (ISO notation for open ends) -> `(0, 1)`; a whole answer only.
 _ISO_INTERVAL = re.compile(r"^([\[\]])([^\[\]]+),([^\[\]]+)([\[\]])$")
 # A leading group never starts with 0 (`0,111` is a decimal comma or a list, never 111).
@@ -228,6 +230,7 @@ def normalize(text: str) -> tuple[str, bool]:
     s = _LEADING_CURRENCY.sub("", s)
     s = s.replace("\\$", "")
     s = _CURRENCY.sub("", s)
+    s = _SET_BUILDER.sub(r"\1", s.strip())
     s = _NAME_MARKUP.sub("", s)
     s = _REALS.sub(r"(-\\infty, \\infty)", s)
     s = s.replace("\\langle", "(").replace("\\rangle", ")")      # a vector <1, 2, 3>

@@ -158,6 +158,10 @@ class _Comparer:
         if ka == "ratio" or kb == "ratio":
             return self._ratio(a, b)
         seq_kinds = ("list", "set", "tuple", "union", "matrix")
+        if ka == "set" and len(a[1]) == 1 and kb not in seq_kinds:
+            return self.compare(a[1][0], b)          # {3} for "all solutions" is the one value 3
+        if kb == "set" and len(b[1]) == 1 and ka not in seq_kinds:
+            return self.compare(a, b[1][0])
         if ka in seq_kinds or kb in seq_kinds:
             return self._sequence(a, b)
         if ka == "text" or kb == "text":
@@ -263,6 +267,13 @@ class _Comparer:
                 return _Verdict(False, "matrix", "a matrix vs a tuple")
             entries = tuple(x for r in m[1] for x in r)
             return self._ordered(entries, t[3]) if m is a else self._ordered(t[3], entries)
+        if {ka, kb} == {"list", "tuple"}:
+            # `x = 3, y = -2` names the coordinates of the tuple `(3, -2)`, in the order written
+            lst, t = (a, b) if ka == "list" else (b, a)
+            values = _labelled_values(lst)
+            if values is None or t[1] != "(":
+                return _Verdict(False, "structure", "a list vs a tuple")
+            return self._ordered(values, t[3]) if lst is a else self._ordered(t[3], values)
         if ka == "list" and kb == "list" and self.ordered:
             return self._ordered(a[1], b[1])
         unordered = {"list", "set"}
@@ -380,6 +391,16 @@ def _is_label(node) -> bool:
     return False
 
 
+def _labelled_values(lst):
+    """`x = 3, y = -2` -> (3, -2); None unless every element is a labelled value."""
+    values = []
+    for e in lst[1]:
+        if e[0] != "rel" or e[1] != "=" or not _is_label(e[2]) or e[3][0] == "rel":
+            return None
+        values.append(e[3])
+    return tuple(values)
+
+
 def _chain(rel) -> tuple[list[str], list]:
     """`a = b ~= c` (nested to the right) -> (['=', '~='], [a, b, c])."""
     ops, sides = [], [rel[2]]
@@ -432,7 +453,7 @@ def _as_interval(rel):
     op, lhs, rhs = rel[1], rel[2], rel[3]
     if rhs[0] == "rel":                                   # chained: a op x op2 b
         op2, mid, hi = rhs[1], rhs[2], rhs[3]
-        if not _is_label(mid) or hi[0] == "rel" or op2 in ("=", "!=", "~=") or P.has_symbols(lhs) \
+        if not _is_label(mid) or mid[0] == "func" or hi[0] == "rel" or op2 in ("=", "!=", "~=") or P.has_symbols(lhs) \
                 or P.has_symbols(hi):
             return None
         if op in ("<", "<=") and op2 in ("<", "<="):
@@ -443,8 +464,8 @@ def _as_interval(rel):
     if not _is_label(lhs) and _is_label(rhs):
         lhs, rhs = rhs, lhs
         op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[op]
-    if not _is_label(lhs) or P.has_symbols(rhs):
-        return None
+    if not _is_label(lhs) or P.has_symbols(rhs) or lhs[0] == "func":
+        return None                           # |x| < 3 is not x < 3 (see _abs_inequality)
     if op == "<":
         return ("tuple", "(", ")", (_NEG_OO, rhs))
     if op == "<=":
@@ -472,6 +493,9 @@ def _real_set(node):
     if kind == "tuple":
         return (_open_at_infinity(node),) if len(node[3]) == 2 else None
     if kind == "rel":
+        absolute = _abs_inequality(node)
+        if absolute is not None:
+            return absolute
         if node[1] == "!=" and _is_label(node[2]) and not P.has_symbols(node[3]):
             a = node[3]
             return (("tuple", "(", ")", (_NEG_OO, a)), ("tuple", "(", ")", (a, _OO)))
@@ -487,6 +511,28 @@ def _real_set(node):
         return tuple(pieces)
     if kind == "set" and not node[1]:
         return ()
+    return None
+
+
+def _abs_inequality(rel):
+    """|x| < a -> (-a, a); |x| >= a -> (-oo, -a] U [a, oo); None for other relations."""
+    op, lhs, rhs = rel[1], rel[2], rel[3]
+    if rhs[0] == "rel":
+        return None
+    if not (lhs[0] == "func" and lhs[1] == "abs") and rhs[0] == "func" and rhs[1] == "abs":
+        lhs, rhs = rhs, lhs
+        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "!=": "!="}.get(op, op)
+    if not (lhs[0] == "func" and lhs[1] == "abs" and _is_label(lhs[2][0])) or P.has_symbols(rhs):
+        return None
+    a, neg_a = rhs, ("neg", rhs)
+    if op == "<":
+        return (("tuple", "(", ")", (neg_a, a)),)
+    if op == "<=":
+        return (("tuple", "[", "]", (neg_a, a)),)
+    if op == ">":
+        return (("tuple", "(", ")", (_NEG_OO, neg_a)), ("tuple", "(", ")", (a, _OO)))
+    if op == ">=":
+        return (("tuple", "(", "]", (_NEG_OO, neg_a)), ("tuple", "[", ")", (a, _OO)))
     return None
 
 
@@ -527,6 +573,11 @@ def _is_bare_words(norm: str) -> bool:
             and any(len(w) >= 3 and w.lower() not in _FUNCTION_WORDS for w in words))
 
 
+# Written-out empty solution sets: the same answer as \emptyset.
+_NO_SOLUTION = frozenset({"no solution", "no solutions", "no real solution", "no real solutions",
+                          "there are no solutions", "there is no solution", "none", "empty set"})
+
+
 def _prepare(s) -> tuple[str | None, object | None, str | None]:
     """(normalised, tree, error) for one side. A side that does not parse as an answer but marks
     one (`The final answer is $\\frac12$. I hope it is correct.`, a boxed sentence, GSM8K's
@@ -554,7 +605,10 @@ def _prepare_answer(s) -> tuple[str | None, object | None, str | None]:
     if not norm:
         return norm, None, "empty answer"
     if is_text or _is_bare_words(norm):
-        return norm, ("text", " ".join(norm.lower().split())), None
+        words = " ".join(norm.lower().split())
+        if words in _NO_SOLUTION:
+            return norm, ("set", ()), None
+        return norm, ("text", words), None
     try:
         return norm, P.parse(norm), None
     except (P.ParseError, P.GuardError) as e:
@@ -575,6 +629,21 @@ def _decimal_comma(norm: str | None, tree, other):
         return tree
 
 
+_CHOICE = re.compile(r"^\(([A-E])\)\s*(.+)$")
+
+
+def _choice(norm: str | None, other, error: str):
+    """`(C) 6`, a multiple-choice option written with its value: the letter against a letter,
+    else the value. Returns (tree, error)."""
+    m = _CHOICE.match(norm or "")
+    if not m:
+        return None, error
+    if other == ("sym", m.group(1)):
+        return other, None
+    _, tree, err = _prepare_answer(m.group(2))
+    return tree, err
+
+
 def _decide(pred, gold, timeout_s: float, ordered: bool) -> dict:
     out = {"equal": False, "rule": "", "detail": "", "pred": pred, "gold": gold,
            "pred_normalized": None, "gold_normalized": None,
@@ -585,6 +654,10 @@ def _decide(pred, gold, timeout_s: float, ordered: bool) -> dict:
     pn, pt, perr = _prepare(pred)
     gn, gt, gerr = _prepare(gold)
     pt, gt = _decimal_comma(pn, pt, gt), _decimal_comma(gn, gt, pt)
+    if perr and gt is not None:
+        pt, perr = _choice(pn, gt, perr)
+    if gerr and pt is not None:
+        gt, gerr = _choice(gn, pt, gerr)
     out["pred_normalized"], out["gold_normalized"] = pn, gn
     if pt is not None:
         out["pred_parsed"] = P.describe(pt)
