@@ -1,8 +1,9 @@
 """Private: the math checker's own tokenizer and grammar (no eval, no sympify, no parse_expr).
 
 What this module does:
-- `normalize(text)`: string-level clean-up of an answer (TeX wrappers, spacing, `\\text{}`, units,
-  degrees, percent words, thousands separators); the rules are documented in `rewards/math.py`.
+- `normalize(text)`: string-level clean-up of an answer (TeX wrappers, boxes, spacing, `\\text{}`,
+  units, currency, degrees, percent words, thousands separators, set notations); the rules are
+  documented in `rewards/math.py`.
 - `parse(text)`: a recursive-descent parser from the normalised answer to a small AST of plain
   tuples. Bounded by construction: at most `MAX_CHARS` characters, `MAX_TOKENS` tokens and
   `MAX_DEPTH` levels of nesting, so 5,000 nested parentheses fail fast instead of overflowing.
@@ -59,6 +60,7 @@ _UNICODE = {
     "\u00b0": r"^\circ", "\u2264": r"\le ", "\u2265": r"\ge ", "\u2260": r"\ne ", "\u222a": r"\cup ",
     "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\uff0c": ",", "\u3001": ",",
     "\u00b2": "^2", "\u00b3": "^3", "\u2248": r"\approx ", "\u27e8": r"\langle ", "\u27e9": r"\rangle ",
+    "\u2208": r"\in ", "\u211d": r"\mathbb{R}", "\u2205": r"\emptyset ",
 }
 _SPACING = re.compile(r"(?<!\\)(?:\\[,;:!>]|\\ |\\q?quad\b|~|\\(?:display|text|script)style\b|\\hfill\b)")
 _SIZERS = re.compile(r"\\(?:left|right|[bB]ig{1,2}[lrm]?)(?![a-zA-Z])\s*(\\?[.])?")
@@ -208,7 +210,7 @@ def normalize(text: str) -> tuple[str, bool]:
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
-    s = _strip_wrappers(s)
+    s = _strip_wrappers(s.strip().strip("*"))      # **42**: markdown bold around an answer
     s = _LEADING_PHRASE.sub("", s, count=1)
     s = _strip_wrappers(s)
     s = _unbox(s)           # \boxed{1}, \boxed{2}: boxes inside an answer are only emphasis
@@ -237,6 +239,7 @@ def normalize(text: str) -> tuple[str, bool]:
     s = _DEGREES.sub("", s)
     s = _PERCENT.sub("%", s)
     s = _OR_AND.sub(",", s)
+    s = re.sub(r",(?:\s*,)+", ",", s)            # `1, 2, and 3`: the Oxford comma before "and"
     s = s.replace(";", ",")                     # `1; 2; 3`, `(1, 2); (3, 4)`: list separators
     s = _REPEATING.sub(_repeating_decimal, s)
     s = _VAR_IN.sub("", s)

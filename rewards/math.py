@@ -1,12 +1,12 @@
 r"""Math accuracy reward: answer extraction and a safe equivalence checker.
 
 What this module does:
-- `extract_answer(text)`: the final answer of a response.
-- `math_equal(pred, gold)`: True iff the two answers are mathematically equivalent; never raises,
-  never executes model text, bounded time.
+- `extract_answer(text, *, broad=False)`: the final answer of a response (`_math_extract`).
+- `math_equal(pred, gold, *, ordered=False)`: True iff the two answers are mathematically
+  equivalent; never raises, never executes model text, bounded time.
 - `explain(pred, gold)`: the verdict plus why (normalised forms, deciding rule, failure reason).
-- `accuracy_reward(prompts, completions, answer, task=None, **kw)`: 1.0 / 0.0 per sample (None
-  without a gold answer), the R1 rule-based accuracy reward.
+- `accuracy_reward(prompts, completions, answer, task=None, ordered=None, broad=False, **kw)`:
+  1.0 / 0.0 per sample (None without a gold answer), the R1 rule-based accuracy reward.
 - `is_number(answer)`: whether an answer is one plain number, the form `NUMBER_TASKS` ask for.
 
 Answer form: a row whose `task` column names a task in `NUMBER_TASKS` (this project's
@@ -25,15 +25,34 @@ Extraction rules (`extract_answer`):
   agree (after whitespace normalisation) or there is no answer, and tags that do not pair up
   (nested, unclosed, stray) mean no answer. Inside a block that contains `\boxed{}`, the boxed
   contents are the answer and all of them must agree.
-- Else the last `\boxed{...}` (or `\fbox{}`; balanced, nested braces). A hedge -- a different
-  `\boxed{}` within 40 characters before the last one (`\boxed{3} or \boxed{4}`) -- means no
-  answer; results boxed earlier (further back) do not.
-- Else None. A completion that never closes its answer or box has no answer.
+- Strict (the default, what RL pays by; the format reward is a separate term): else the last
+  `\boxed{...}` (or `\fbox{}`; balanced, nested braces). A hedge -- a different `\boxed{}`
+  within 40 characters before the last one (`\boxed{3} or \boxed{4}`) -- means no answer;
+  results boxed earlier (further back) do not. Else None.
+- Broad (`broad=True`, for datasets and evaluation of outside models): else the last run of
+  boxes that only connectors (`,` `;` "and" "or" `$` spacing) separate, as one list
+  (`\boxed{1}, \boxed{2}` -> `1, 2`, so `\boxed{3} or \boxed{4}` is the list 3, 4 and
+  never equals 4); else the text after GSM8K's last `####`; else what follows the last
+  "Final Answer:" / "the answer is" / "Answer:" (its math spans, or the sentence; "the answer
+  is not 5" is no answer); else the last run of math spans (`$…$`, `$$…$$`, `\(…\)`, `\[…\]`,
+  joined like boxes: `$x = 2$ and $x = -3$` -> `x = 2, x = -3`); else the last number.
+- A box only inside `<think>` (nothing after `</think>`, or `</think>` never written) is no
+  answer in either mode: the reasoning boxes drafts, and a model that never left it answered
+  nothing. A completion that never closes its answer or box has no answer.
+- `math_equal` given a sentence rather than an answer (two words in a row, a math span, `####`,
+  a box inside) reads the answer the sentence marks by the broad rules, but never guesses a
+  bare last number.
 
 Normalisation rules (both sides alike, before parsing):
 - Wrappers `$..$`, `\(..\)`, `\[..\]`, `\boxed{}`, leading "The answer is"/"Answer:", trailing
   period; spacing macros (`\,` `\;` `\!` `\quad` `~`), `\left`/`\right`/`\big`, `\displaystyle`;
-  `\dfrac`/`\tfrac` -> `\frac`; unicode `−×·÷π√∞°≤≥`.
+  `\dfrac`/`\tfrac`/`\cfrac` -> `\frac`; unicode `−×·÷π√∞°≤≥≈²³⟨⟩`; `\boxed{}` anywhere
+  inside an answer (`\boxed{1},\boxed{2}` -> `1,2`); `;` separates list elements like `,`;
+  `\angle`, `\triangle`, `\vec` before a name are dropped (`\angle ABC = 30` is labelled 30).
+- Currency: `$`, `\$`, `€`, `£`, `¥`, `₹`, `\euro`, `\textdollar`, USD/EUR are dropped wherever
+  they stand (`€45`, `45 €`).
+- Sets of reals: `\mathbb{R}` and "all real numbers" are `(-\infty, \infty)`; `]0, 1[` is
+  `(0, 1)`; set-builder `\{x \mid x > 3\}` (also `|`, `:`) is its condition.
 - `\text{}`-like macros (`\text`, `\textbf`, `\mathrm`, `\mbox`, ...): a whole answer that is one
   `\text{word...}` is a TEXT answer, compared case-insensitively as words; a trailing `\text{..}`
   after a non-empty remainder is a unit and dropped (`5\text{ cm}^2` -> `5`); `\text{ or }` /
@@ -48,35 +67,63 @@ Normalisation rules (both sides alike, before parsing):
   `p` (the same number of percent points) or `p/100` (its value) on a side without `%`; two
   percentages compare their numbers. So `50\%` equals `50` and `0.5`, never `5`. (The price of
   accepting both readings: `0.05\%` also equals `0.05`.)
-- Thousands separators `1,000,000` / `1{,}000` / `1\,000` / `10,\!000` / `1 000` are read only
-  when the whole answer is one number (inside `(1,000)` the comma separates a tuple).
+- Thousands separators `1,000,000` / `1{,}000` / `1\,000` / `10,\!000` / `11,\! 111,\! 100` /
+  `1 000` are read only when the whole answer is one number (inside `(1,000)` the comma
+  separates a tuple); a first group never starts with 0.
+- Decimal comma: a whole answer `2,74` or `0,111` that is not a thousands grouping is the
+  decimal 2.74 when the other side is one number, and the list 2, 74 when it is a list or set.
 - Control characters (NUL, ...) make an answer invalid; over 2,000 characters is no answer.
 
 Comparison rules (`math_equal`):
 - Grammar: our own tokenizer and recursive-descent parser (`_math_parse`), no eval/sympify/
   parse_expr. Integers, decimals, `1.5e3`, `\frac` (also `\frac12`), `a/b`, mixed numbers
-  (`2\frac{1}{2}` and `2 1/2` as whole answers are 5/2), signs, `\sqrt`, `\sqrt[n]`, `^`, `**`,
+  (`2\frac{1}{2}`, `3\tfrac14` and `2 1/2` as whole answers are 5/2 and 13/4: a whole number
+  directly before a proper fraction is a mixed number, never a product), signs, `\sqrt`, `\sqrt[n]`, `^`, `**`,
   `!`, `\binom`, `\pi`, `e`, `i`, `\infty`, trig/log/exp, `|x|`, floor/ceil, juxtaposition
   (`2x`, `2\pi`; never `2 3`), repeating decimals (`0.1\overline{6}` = 1/6), `\pm`
   (`1 \pm \sqrt2` is the list of both values). A function without parentheses takes the
   juxtaposed factors after it: `\cos 2x` = cos(2x), `\sin x \cos x` = sin(x)cos(x). `e` and `i`
   are the constants; other letters are variables; `xy` is x*y.
-- Structures: `x = 5` equals `5` (a name on the left -- `x`, `y_1`, `f(x)` -- is dropped); two
-  equations are equal when `lhs - rhs` are proportional; inequalities keep their direction
-  (`x > 2` equals `2 < x`) and an inequality in one variable equals its interval (`1 < x <= 3`
-  equals `(1, 3]`). `(a, b)` tuples and intervals are ordered AND bracket types must match
-  (`(1,2]` is not `(1,2)`); `\{a, b\}` sets and bare lists `a, b` are unordered multisets;
-  unions `\cup` are unordered; a tuple never equals a bare list; matrices (`pmatrix`/`bmatrix`/
-  ...) compare element by element. Text answers (`\text{Evelyn}`, `Yes`) compare as words.
+- Relations: `\ge \geq \geqslant >=`, `\le \leq <=`, `\ne \neq !=`, `\lt <`, `\gt >`,
+  `\approx` (`~=`). A relation against a value states a value: a label on the left is dropped
+  (`x`, `y_1`, `AB`, `f(x)`, `P(A)`, `|AB|`, `(p,q)`, `V_1:V_2`; not `2x`, which makes an
+  equation); a chain `x = 5+5+1 = 11` (or `5+5+1 = 11`) states its last side; `x = 1/3 \approx
+  0.333` and `\pi \approx 3.14` state the exact side before the first `\approx`, `x \approx 3.14`
+  states 3.14. Two equations are equal when `lhs - rhs` are proportional, or when the same label
+  carries equal values. Ratios `a:b` equal `c:d` when `a*d = b*c`; a two-term ratio against a
+  value is `a/b`.
+- Subsets of the reals, one notion: an interval tuple, an inequality in one variable or labelled
+  quantity (`1 < x <= 3`, `0 < f(x) < 1`, `x \in [-2, 7]`), `x \neq a` (two rays), `|x| < a`
+  (`(-a, a)`), `|x| > a` (two rays), unions `\cup` and "or"-lists of those are compared as sets of
+  intervals, unordered; brackets must match (`(1,2]` is not `(1,2)`) except at `\pm\infty`, which
+  is never included (`[3, \infty]` = `[3, \infty)`). No merging of touching pieces.
+- Sequences: `(a, b)` tuples are ordered; `\{a, b\}` sets and bare lists `a, b` (also from
+  "and"/"or", `;`, several boxes) are unordered multisets, so lists of tuples are sets of tuples;
+  with `ordered=True` (the row's question asks for an order) two bare lists compare in order. A
+  one-element set equals its element (`\{3\}` = `3`). A list of labelled values `x = 3, y = -2`
+  equals the tuple `(3, -2)` (written order); otherwise a tuple never equals a bare list.
+- Matrices (`pmatrix`/`bmatrix`/`array`/`smallmatrix`, `\left[ ... \right]`, `[[1, 2], [3, 4]]`)
+  compare element by element with equal shapes; a one-row or one-column matrix (a vector)
+  equals the tuple of its entries (`(1, 2, 3)`, `\langle 1, 2, 3 \rangle`).
+- Text answers (`\text{Evelyn}`, `Yes`) compare as words; "no solution", "none" and the like
+  are the empty set. A choice written with its value, `(C) 6`, equals the letter C or the value 6.
 - Numbers, in order: identical trees; the exact fast path (`fractions.Fraction`, in-process, no
   worker): exact equality, and when exactly one side wrote a decimal (an approximation of an
   exact value such as 1/3) a RELATIVE tolerance: |a - b| < 1e-6 * max(|a|, |b|). Two written
   decimals, or two exact forms, must be exactly equal: `0.0000001` != `0.0000002`, `1/2004!` != `1/2006!`,
-  `1/2^{99}` != `1/2^{98}`, `1000000` != `1000001`. Never absolute rounding.
+  `1/2^{99}` != `1/2^{98}`, `1000000` != `1000001`.
+- Precision (the one rule, asymmetric on purpose): a gold written as one plain decimal states
+  its precision, so an exact prediction must also lie within half a unit of the gold's last
+  place: `2` is not `2.0000003`, `\pi` is `3.14159265` but not `3.1415926` (truncated), `1/3`
+  is `0.3333333`. A decimal PREDICTION against an exact gold only needs the relative 1e-6
+  (`2.0000003` equals gold `2`). So `0.33` and `1/3` are unequal in both directions (relative
+  difference 1 %); the checker never rounds a gold up to a looser precision. A percent gold
+  `16.67\%` read as a value keeps its places (0.1667).
 - Irrational/symbolic values go to the sympy worker (`_math_worker`): exact sides must agree to
   45 significant digits (evaluated to 60) or symbolically; expressions with variables are equal
   when `expand(a - b) == 0` or they agree at 4 fixed pseudo-random points (positive and negative,
-  so `sqrt(x^2)` is not `x`); a side with a written decimal gets the 1e-6 relative tolerance
+  so `sqrt(x^2)` is not `x`; points where both sides are real decide first, so `\sqrt{4/x}`
+  equals `\frac{2}{\sqrt{x}}`, whose principal branches differ only where both are imaginary); a side with a written decimal gets the 1e-6 relative tolerance
   (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor of 1e-40 absorbs evaluation
   noise around 0 only.
 - Cost bounds: powers, factorials, binomials and intermediate sizes are checked BEFORE
