@@ -139,7 +139,8 @@ def _close(sp, va, vb, rel: float) -> bool | None:
     return bool(float(diff) < rel * scale or float(diff) <= ABS_FLOOR)
 
 
-_PROBES = ["0.7316", "1.4142", "-0.5403", "2.3187", "-1.7753", "0.2911", "3.0407", "-2.6119"]
+# Probe values, shared with _math_numeric (which must give this worker's verdicts).
+PROBES = ["0.7316", "1.4142", "-0.5403", "2.3187", "-1.7753", "0.2911", "3.0407", "-2.6119"]
 
 
 def _handle(sp, req: dict) -> dict:
@@ -169,8 +170,8 @@ def _handle(sp, req: dict) -> dict:
         return {"equal": True, "rule": "symbolic", "detail": "expand(a - b) == 0"}
     order = sorted(free, key=lambda s: s.name)
     real, complex_ = [], []           # (verdict, point, va, vb) at each probe where both are finite
-    for k in range(len(_PROBES)):
-        point = {s: sp.Rational(_PROBES[(k + j * 3) % len(_PROBES)]) for j, s in enumerate(order)}
+    for k in range(len(PROBES)):
+        point = {s: sp.Rational(PROBES[(k + j * 3) % len(PROBES)]) for j, s in enumerate(order)}
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
         verdict = _close(sp, va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
         if verdict is None:
@@ -197,8 +198,8 @@ def _proportional(sp, a, b, syms) -> dict:
         return {"equal": True, "rule": "equation", "detail": "same equation"}
     order = sorted(a.free_symbols | b.free_symbols, key=lambda s: s.name)
     ratios = []
-    for k in range(len(_PROBES)):
-        point = {s: sp.Rational(_PROBES[(k + j * 3) % len(_PROBES)]) for j, s in enumerate(order)}
+    for k in range(len(PROBES)):
+        point = {s: sp.Rational(PROBES[(k + j * 3) % len(PROBES)]) for j, s in enumerate(order)}
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
         try:
             ca, cb = complex(va), complex(vb)

@@ -142,6 +142,7 @@ import time
 from fractions import Fraction
 
 from rewards import _math_extract as X
+from rewards import _math_numeric as N
 from rewards import _math_parse as P
 from rewards._math_worker import POOL, WorkerTimeout
 
@@ -383,8 +384,11 @@ class _Comparer:
                             f"{why}: {_short(ra)} vs {_short(rb)}")
         P.check_guards(a)
         P.check_guards(b)
-        return self._worker(a, b, tolerant=tolerant or (P.has_decimal(a) and P.has_decimal(b)),
-                            abs_tol=half_unit)
+        tolerant = tolerant or (P.has_decimal(a) and P.has_decimal(b))
+        settled = N.decide(a, b, tolerant=tolerant, abs_tol=half_unit)
+        if settled is not None:
+            return _Verdict(settled, "relative-tolerance" if tolerant else "numeric-mpmath", "mpmath at the worker's points and tolerances")
+        return self._worker(a, b, tolerant=tolerant, abs_tol=half_unit)
 
     def _worker(self, a, b, *, tolerant: bool = False, mode: str = "equal",
                 abs_tol: Fraction | None = None) -> _Verdict:

@@ -250,7 +250,10 @@ def test_worker_is_killed_at_the_wall_clock_limit_and_replaced():
     assert math_equal("(x+1)^2", "x^2+2x+1")           # warm: a worker exists
     worker_pids = {w.proc.pid for w in _math_worker.POOL.idle}
     start = time.monotonic()
-    verdict = explain("(x+1)^{900} - x^{900}", "1 + x^{899}", timeout_s=0.05)
+    # floor() keeps the in-process numeric step out (rounding near integers is the worker's), so
+    # the worker expands a degree-900 polynomial and is killed
+    verdict = explain("(x+1)^{900} - x^{900} + \\lfloor x \\rfloor", "1 + x^{899} + \\lfloor x \\rfloor",
+                      timeout_s=0.05)
     elapsed = time.monotonic() - start
     assert verdict["equal"] is False and verdict["rule"] == "timeout", verdict
     assert elapsed < 2.0

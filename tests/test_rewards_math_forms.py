@@ -133,3 +133,51 @@ def test_number_tasks_still_pay_only_a_plain_number():
     for text in ("x = 29 + 18 = 47", "29 + 18 = 47", "47 \\approx 47.0", "\\{47\\}", "47, 47"):
         assert not is_number(text), text
     assert is_number("x = 47") and is_number("1,000")
+
+
+# --- the in-process numeric step ------------------------------------------------------------------
+
+def _scalar_trees(text):
+    from rewards import _math_parse as P
+    try:
+        tree = P.parse(P.normalize(text)[0])
+    except Exception:
+        return None
+    scalar = ("num", "sym", "const", "add", "mul", "neg", "div", "pow", "fact", "func")
+    try:
+        exact = P.rational(tree)
+    except (P.GuardError, P.Undefined):
+        return None
+    return tree if tree[0] in scalar and exact is None else None
+
+
+def test_numeric_step_gives_the_workers_verdicts():
+    from rewards import _math_numeric as N
+    from rewards import _math_parse as P
+    data = pathlib.Path(__file__).parent / "data"
+    rows = [json.loads(line) for path in sorted(data.glob("math_cases*.jsonl"))
+            for line in path.read_text().splitlines() if line.strip()]
+    checked = 0
+    for row in rows:
+        if "pred" not in row or row.get("extract") or row.get("tag") == "security":
+            continue
+        a, b = _scalar_trees(row["pred"]), _scalar_trees(row["gold"])
+        if a is None or b is None:
+            continue
+        tolerant = P.has_decimal(a) or P.has_decimal(b)
+        settled = N.decide(a, b, tolerant=tolerant)
+        if settled is None:
+            continue
+        worker = _math_worker.POOL.compare({"a": P.to_json(a), "b": P.to_json(b), "tolerant": tolerant}, 30)
+        assert settled is worker["equal"], (row, worker)
+        checked += 1
+    assert checked >= 60
+
+
+def test_numeric_step_leaves_huge_or_exotic_values_to_the_worker():
+    from rewards import _math_numeric as N
+    for text in ("e^{e^{e^{10}}}", "\\lfloor \\pi \\rfloor", "\\infty", "(10^{30})\\pi", "\\frac{1}{\\sin(0)}"):
+        tree = _scalar_trees(text)
+        start = time.perf_counter()
+        assert N.decide(tree, ("const", "pi"), tolerant=False) is None, text
+        assert time.perf_counter() - start < 0.05
