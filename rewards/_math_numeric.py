@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import cmath
 import math
+import threading
 
 import mpmath
 
@@ -28,6 +29,19 @@ _DIGITS = 80
 
 class _Undecided(Exception):
     pass
+
+
+_LOCAL = threading.local()
+
+
+def _context() -> mpmath.MPContext:
+    """This thread's mpmath context at `_DIGITS`: the global `mpmath.mp` is shared by all threads,
+    and a precision change there would leak into the reward threads' other evaluations."""
+    ctx = getattr(_LOCAL, "ctx", None)
+    if ctx is None:
+        ctx = _LOCAL.ctx = mpmath.MPContext()
+        ctx.dps = _DIGITS
+    return ctx
 
 
 def _symbols(node, out: set) -> set:
@@ -55,21 +69,22 @@ class _Evaluator:
     mpmath (the verdict). Raises _Undecided where the worker must decide."""
 
     def __init__(self, lib, point: dict):
+        """lib: `cmath`, or an mpmath context (`_context()`)."""
         self.lib, self.point = lib, point
-        m = mpmath.mp
+        m = lib
         if lib is cmath:
             self.const = {"pi": math.pi, "E": math.e, "I": 1j}
             self.num = lambda q: q.numerator / q.denominator
         else:
-            self.const = {"pi": m.pi, "E": m.e, "I": mpmath.mpc(0, 1)}
-            self.num = lambda q: mpmath.mpf(q.numerator) / q.denominator
+            self.const = {"pi": m.pi, "E": m.e, "I": m.mpc(0, 1)}
+            self.num = lambda q: m.mpf(q.numerator) / q.denominator
 
     def value(self, node):
         v = self._value(node)
         if self.lib is cmath:
             if not (abs(v) <= MAX_MAGNITUDE):          # also catches nan
                 raise _Undecided()
-        elif not mpmath.isfinite(v):
+        elif not self.lib.isfinite(v):
             raise _Undecided()
         return v
 
@@ -101,7 +116,8 @@ class _Evaluator:
                 base, exp = self.value(node[1]), self.value(node[2])
                 if self.lib is cmath:
                     return complex(base) ** complex(exp) if base != 0 else (0.0 if exp.real > 0 else _fail())
-                return mpmath.power(base, exp) if base != 0 else (mpmath.mpf(0) if mpmath.re(exp) > 0 else _fail())
+                m = self.lib
+                return m.power(base, exp) if base != 0 else (m.mpf(0) if m.re(exp) > 0 else _fail())
             if kind == "fact":
                 x = self.value(node[1])
                 return self._gamma(x + 1)
@@ -116,10 +132,10 @@ class _Evaluator:
             if x.imag != 0 or x.real > 170 or (x.real <= 0 and x.real == int(x.real)):
                 raise _Undecided()
             return math.gamma(x.real)
-        return mpmath.gamma(x)
+        return self.lib.gamma(x)
 
     def _func(self, name: str, args: list):
-        f = cmath if self.lib is cmath else mpmath
+        f = self.lib
         x = args[0]
         if name in ("floor", "ceil"):
             raise _Undecided()
@@ -149,11 +165,11 @@ def _close(va, vb, rel: float) -> bool:
     return bool(diff < rel * max(abs(va), abs(vb)) or diff <= ABS_FLOOR)
 
 
-def _pair(a, b, point_f: dict, point_m: dict):
+def _pair(a, b, point_f: dict, point_m: dict, ctx):
     """(va, vb) in mpmath at one point, after the float pass has bounded every node."""
     _Evaluator(cmath, point_f).value(a)
     _Evaluator(cmath, point_f).value(b)
-    ev = _Evaluator(mpmath, point_m)
+    ev = _Evaluator(ctx, point_m)
     return ev.value(a), ev.value(b)
 
 
@@ -161,28 +177,28 @@ def decide(a, b, *, tolerant: bool, abs_tol=None) -> bool | None:
     """The worker's verdict on scalar trees a and b when numeric evaluation settles it, else None."""
     try:
         names = sorted(_symbols(a, set()) | _symbols(b, set()))
-        with mpmath.workdps(_DIGITS):
-            if not names:
-                va, vb = _pair(a, b, {}, {})
-                equal = _close(va, vb, REL_TOL if tolerant else EXACT_REL_TOL)
-                if equal and abs_tol is not None:
-                    equal = abs(va - vb) <= mpmath.mpf(abs_tol.numerator) / abs_tol.denominator
-                return equal
-            real, complex_ = [], []
-            for k in range(len(PROBES)):
-                values = {s: PROBES[(k + j * 3) % len(PROBES)] for j, s in enumerate(names)}
-                try:
-                    va, vb = _pair(a, b, {s: float(v) for s, v in values.items()},
-                                   {s: mpmath.mpf(v) for s, v in values.items()})
-                except _Undecided:
-                    continue                       # the worker skips points that are not finite too
-                verdict = _close(va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
-                both_real = abs(mpmath.im(va)) <= ABS_FLOOR and abs(mpmath.im(vb)) <= ABS_FLOOR
-                (real if both_real else complex_).append(verdict)
-            if any(not v for v in real):
-                return False
-            if len(real) >= 4:
-                return True
-            return None                            # complex or too few points: the worker decides
+        ctx = _context()
+        if not names:
+            va, vb = _pair(a, b, {}, {}, ctx)
+            equal = _close(va, vb, REL_TOL if tolerant else EXACT_REL_TOL)
+            if equal and abs_tol is not None:
+                equal = abs(va - vb) <= ctx.mpf(abs_tol.numerator) / abs_tol.denominator
+            return equal
+        real, complex_ = [], []
+        for k in range(len(PROBES)):
+            values = {s: PROBES[(k + j * 3) % len(PROBES)] for j, s in enumerate(names)}
+            try:
+                va, vb = _pair(a, b, {s: float(v) for s, v in values.items()},
+                               {s: ctx.mpf(v) for s, v in values.items()}, ctx)
+            except _Undecided:
+                continue                           # the worker skips points that are not finite too
+            verdict = _close(va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
+            both_real = abs(ctx.im(va)) <= ABS_FLOOR and abs(ctx.im(vb)) <= ABS_FLOOR
+            (real if both_real else complex_).append(verdict)
+        if any(not v for v in real):
+            return False
+        if len(real) >= 4:
+            return True
+        return None                                # complex or too few points: the worker decides
     except (_Undecided, ZeroDivisionError, OverflowError, ValueError, TypeError, RecursionError):
         return None
