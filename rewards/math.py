@@ -41,7 +41,8 @@ Extraction rules (`extract_answer`):
   nothing. A completion that never closes its answer or box has no answer.
 - `math_equal` given a sentence rather than an answer (two words in a row, a math span, `####`,
   a box inside) reads the answer the sentence marks by the broad rules, but never guesses a
-  bare last number.
+  bare last number. The RL reward (`accuracy_reward` without `broad`) does not: its prediction
+  is graded as written, so `<answer>3 or maybe $4$</answer>` is a hedge, not 4.
 
 Normalisation rules (both sides alike, before parsing):
 - Wrappers `$..$`, `\(..\)`, `\[..\]`, `\boxed{}`, leading "The answer is"/"Answer:", trailing
@@ -629,11 +630,11 @@ _NO_SOLUTION = frozenset({"no solution", "no solutions", "no real solution", "no
                           "there are no solutions", "there is no solution", "none", "empty set"})
 
 
-def _prepare(s) -> tuple[str | None, object | None, str | None]:
+def _prepare(s, sentences: bool = True) -> tuple[str | None, object | None, str | None]:
     """(normalised, tree, error) for one side. A side that does not parse as an answer but marks
     one (`The final answer is $\\frac12$. I hope it is correct.`, a boxed sentence, GSM8K's
     `#### 18`) is read as the answer it marks; a bare last number is not guessed here."""
-    if isinstance(s, str) and len(s) <= _MAX_SENTENCE_CHARS and _SENTENCE.search(s):
+    if sentences and isinstance(s, str) and len(s) <= _MAX_SENTENCE_CHARS and _SENTENCE.search(s):
         marked = X.marked(response_region(s))
         if marked is not None and marked.strip() != s.strip():
             m_norm, m_tree, m_error = _prepare_answer(marked)
@@ -695,14 +696,14 @@ def _choice(norm: str | None, other, error: str):
     return tree, err
 
 
-def _decide(pred, gold, timeout_s: float, ordered: bool) -> dict:
+def _decide(pred, gold, timeout_s: float, ordered: bool, sentences: bool = True) -> dict:
     out = {"equal": False, "rule": "", "detail": "", "pred": pred, "gold": gold,
            "pred_normalized": None, "gold_normalized": None,
            "pred_parsed": None, "gold_parsed": None}
     if pred is None or gold is None:
         out.update(rule="no-answer", detail="pred is None" if pred is None else "gold is None")
         return out
-    pn, pt, perr = _prepare(pred)
+    pn, pt, perr = _prepare(pred, sentences)
     gn, gt, gerr = _prepare(gold)
     pt, gt = _decimal_comma(pn, pt, gt), _decimal_comma(gn, gt, pt)
     if perr and gt is not None:
@@ -758,6 +759,13 @@ def explain(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, order
                 "pred_parsed": None, "gold_parsed": None}
 
 
+def _grade(pred: str, gold: str, ordered: bool, sentences: bool) -> bool:
+    try:
+        return bool(_decide(pred, gold, DEFAULT_TIMEOUT_S, ordered, sentences)["equal"])
+    except Exception:  # as explain(): a checker bug costs a reward, not a training run
+        return False
+
+
 def math_equal(pred: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, ordered: bool = False) -> bool:
     """True iff pred and gold are mathematically equivalent (rules in the module docstring).
     Never raises; False on parse failure, guard, or timeout. `ordered=True`: bare lists compare
@@ -796,7 +804,7 @@ def is_number(answer: str | None) -> bool:
     written `x = <number>`. Not an expression (`29 + 18`, `94/2`), list, hedge or relation."""
     if answer is None:
         return False
-    _, tree, error = _prepare(answer)
+    _, tree, error = _prepare(answer, sentences=False)
     return error is None and tree is not None and _is_number_tree(tree)
 
 
@@ -828,6 +836,8 @@ def accuracy_reward(prompts, completions, answer=None, task=None, ordered=None, 
         pred = extract_answer(completion_text(completion), broad=broad)
         if pred is not None and row_task in NUMBER_TASKS and not is_number(pred):
             pred = None
-        equal = pred is not None and math_equal(pred, gold, ordered=bool(row_ordered))
+        # The strict rule also holds inside the answer: a prediction written as a sentence
+        # ("3 or maybe $4$") is not read for the answer it marks, which would pay a hedge.
+        equal = pred is not None and bool(_grade(pred, gold, bool(row_ordered), sentences=broad))
         rewards.append(1.0 if equal else 0.0)
     return rewards

@@ -67,6 +67,12 @@ def test_accuracy_reward_is_strict_by_default_and_broad_on_request():
     assert accuracy_reward(["p"] * 2, completions, answer=["18", "18"], broad=True) == [1.0, 1.0]
 
 
+def test_the_strict_reward_does_not_read_sentences_inside_the_answer():
+    hedges = ["<answer>3 or maybe $4$</answer>", "<answer>$3$? no wait, $4$</answer>"]
+    assert accuracy_reward(["p"] * 2, hedges, answer=["4", "4"]) == [0.0, 0.0]
+    assert accuracy_reward(["p"], ["<answer>The answer is $4$</answer>"], answer=["4"]) == [1.0]
+
+
 def test_math_equal_reads_a_marked_answer_but_never_guesses_a_number():
     assert math_equal("The final answer is $\\frac{1}{2}$. I hope it is correct.", "0.5")
     assert math_equal("#### 18", "18")
