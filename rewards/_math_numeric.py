@@ -114,16 +114,19 @@ class _Evaluator:
                 return self.value(node[1]) / 100
             if kind == "pow":
                 base, exp = self.value(node[1]), self.value(node[2])
+                if base == 0:                          # 0^x: 0 for Re x > 0, undefined otherwise
+                    if (exp.real if self.lib is cmath else self.lib.re(exp)) > 0:
+                        return 0 * base
+                    raise _Undecided()
                 if self.lib is cmath:
-                    return complex(base) ** complex(exp) if base != 0 else (0.0 if exp.real > 0 else _fail())
-                m = self.lib
-                return m.power(base, exp) if base != 0 else (m.mpf(0) if m.re(exp) > 0 else _fail())
+                    return complex(base) ** complex(exp)
+                return self.lib.power(base, exp)       # principal branch, as sympy's Pow
             if kind == "fact":
                 x = self.value(node[1])
                 return self._gamma(x + 1)
             if kind == "func":
                 return self._func(node[1], [self.value(a) for a in node[2]])
-        except (ZeroDivisionError, OverflowError, ValueError, TypeError):
+        except (ZeroDivisionError, OverflowError, ValueError, TypeError, KeyError):
             raise _Undecided() from None
         raise _Undecided()
 
@@ -154,10 +157,6 @@ class _Evaluator:
         if name in ("cot", "sec", "csc"):
             return 1 / {"cot": f.tan, "sec": f.cos, "csc": f.sin}[name](x)
         raise _Undecided()
-
-
-def _fail():
-    raise _Undecided()
 
 
 def _close(va, vb, rel: float) -> bool:
