@@ -4,8 +4,8 @@ sympy worker.
 What this module does:
 - `decide(a, b, tolerant, abs_tol)`: True / False when plain numeric evaluation settles the
   comparison of two scalar trees (`_math_parse` ASTs), None when only the worker can. It applies
-  the worker's own rules (`_math_worker`: the same tolerances, the same probe points, real points
-  first) with mpmath at a fixed precision, so a verdict here is the verdict the worker would give,
+  the worker's own rules (`_math_worker`: the same tolerances, the same probe points, points
+  where some side is real first) with mpmath at a fixed precision, so a verdict here is the verdict the worker would give,
   without a process round trip and sympy's object construction (most of a symbolic call's cost).
 - Bounded by construction: a float pass first evaluates every node; any value above
   `MAX_MAGNITUDE`, any overflow, infinity, undefined point, floor/ceil (rounding near an integer
@@ -192,8 +192,8 @@ def decide(a, b, *, tolerant: bool, abs_tol=None) -> bool | None:
             except _Undecided:
                 continue                           # the worker skips points that are not finite too
             verdict = _close(va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
-            both_real = abs(ctx.im(va)) <= ABS_FLOOR and abs(ctx.im(vb)) <= ABS_FLOOR
-            (real if both_real else complex_).append(verdict)
+            neither_real = abs(ctx.im(va)) > ABS_FLOOR and abs(ctx.im(vb)) > ABS_FLOOR
+            (complex_ if neither_real else real).append(verdict)
         if any(not v for v in real):
             return False
         if len(real) >= 4:

@@ -20,11 +20,12 @@ Comparison in the child, for two scalar trees a and b:
   unit of a decimal gold's last place) must hold as well;
 - free symbols: `expand(a - b) == 0`, else both sides evaluated (30 digits, sympy's adaptive
   evalf; agreement to 1e-20 relative, or 1e-6 when `tolerant`) at fixed pseudo-random points,
-  positive and negative. Points where both sides are real come first (a principal-branch root of
-  a negative number says nothing about the real answer: sqrt(4/x) = 2/sqrt(x) for x > 0, while
-  sqrt(x^2) != x shows at x < 0 where both sides are real): unequal at any real point -> not
-  equal; equal at 4 real points -> equal; otherwise the complex points count as well; fewer than
-  4 points where both sides are finite numbers -> `simplify(a - b) == 0` decides.
+  positive and negative. Points where at least one side is real come first; points where
+  neither is real (principal-branch roots of negative numbers: sqrt(4/x) vs 2/sqrt(x) at x < 0)
+  count only when fewer than 4 of the others exist. So sqrt(4/x) = 2/sqrt(x), while
+  sqrt(x^2) != x and ln(x^2) != 2 ln x show at x < 0. Unequal at any counted point -> not
+  equal; equal at 4 -> equal; fewer than 4 points where both sides are finite numbers ->
+  `simplify(a - b) == 0` decides.
 - equations (`mode="proportional"`): a = 0 and b = 0 are the same equation iff a/b is a nonzero
   constant at the probe points.
 """
@@ -176,8 +177,9 @@ def _handle(sp, req: dict) -> dict:
         verdict = _close(sp, va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
         if verdict is None:
             continue
-        both_real = abs(complex(va).imag) <= ABS_FLOOR and abs(complex(vb).imag) <= ABS_FLOOR
-        (real if both_real else complex_).append((verdict, point, va, vb))
+        # a point where only one side is real is a real disagreement (ln(x^2) vs 2 ln x at x < 0)
+        neither_real = abs(complex(va).imag) > ABS_FLOOR and abs(complex(vb).imag) > ABS_FLOOR
+        (complex_ if neither_real else real).append((verdict, point, va, vb))
     probes = real if len(real) >= 4 or any(not v for v, *_ in real) else real + complex_
     for verdict, point, va, vb in probes:
         if not verdict:

@@ -120,13 +120,15 @@ Comparison rules (`math_equal`):
   (`2.0000003` equals gold `2`). So `0.33` and `1/3` are unequal in both directions (relative
   difference 1 %); the checker never rounds a gold up to a looser precision. A percent gold
   `16.67\%` read as a value keeps its places (0.1667).
-- Irrational/symbolic values go to the sympy worker (`_math_worker`): exact sides must agree to
-  45 significant digits (evaluated to 60) or symbolically; expressions with variables are equal
-  when `expand(a - b) == 0` or they agree at 4 fixed pseudo-random points (positive and negative,
-  so `sqrt(x^2)` is not `x`; points where both sides are real decide first, so `\sqrt{4/x}`
-  equals `\frac{2}{\sqrt{x}}`, whose principal branches differ only where both are imaginary); a side with a written decimal gets the 1e-6 relative tolerance
-  (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor of 1e-40 absorbs evaluation
-  noise around 0 only.
+- Irrational/symbolic values: first the in-process numeric step (`_math_numeric`: mpmath at 80
+  digits, the worker's own points and tolerances, on moderate values only), else the sympy worker
+  (`_math_worker`). Exact sides must agree to 45 significant digits or symbolically; expressions
+  with variables are equal when `expand(a - b) == 0` or they agree at 4 fixed pseudo-random
+  points (positive and negative, so `sqrt(x^2)` is not `x` and `ln(x^2)` is not `2 ln x`; points
+  where neither side is real count last, so `\sqrt{4/x}` equals `\frac{2}{\sqrt{x}}`, whose
+  principal branches differ only where both are imaginary); a side with a written decimal gets
+  the 1e-6 relative tolerance (`3.14159265` equals `\pi`, `3.14` does not); an absolute floor
+  of 1e-40 absorbs evaluation noise around 0 only.
 - Cost bounds: powers, factorials, binomials and intermediate sizes are checked BEFORE
   computing (`10**10**10`, `9^{9^{9^9}}` are refused in microseconds; identical trees still
   compare equal); nesting over ~30 brackets and over 800 tokens are parse failures; the sympy step
