@@ -24,6 +24,7 @@ from rewards.format import answer_blocks, response_region
 from rewards._math_parse import _match_brace
 
 HEDGE_GAP = 40           # characters: a different box this close before the last one is a hedge
+MAX_LIST_ITEMS = 64      # items of one list answer; the checker compares no longer lists anyway
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # What may stand between the items of one answer list: `, ; and or`, `\text{ and }`, `\quad`,
@@ -102,16 +103,18 @@ def _last_run(text: str, items: list[tuple[int, int, str]]) -> str | None:
     one list answer (`1, 2, 3`); repeated items count once."""
     if not items:
         return None
-    run = [items[-1]]
+    run = [items[-1]]                     # built backwards, from the last item
     for prev in reversed(items[:-1]):
-        if not _CONNECTOR.fullmatch(text, prev[1], run[0][0]):
+        if len(run) >= MAX_LIST_ITEMS or not _CONNECTOR.fullmatch(text, prev[1], run[-1][0]):
             break
-        run.insert(0, prev)
+        run.append(prev)
     parts: list[str] = []
-    for _, _, content in run:
-        content = content.strip()
-        if content and not any(_same(content, p) for p in parts):
-            parts.append(content)
+    seen: set[str] = set()
+    for _, _, content in reversed(run):
+        key = " ".join(content.split())
+        if key and key not in seen:
+            seen.add(key)
+            parts.append(content.strip())
     return ", ".join(parts) or None
 
 

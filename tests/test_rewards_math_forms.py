@@ -187,3 +187,13 @@ def test_numeric_step_leaves_huge_or_exotic_values_to_the_worker():
         start = time.perf_counter()
         assert N.decide(tree, ("const", "pi"), tolerant=False) is None, text
         assert time.perf_counter() - start < 0.05
+
+
+def test_broad_extraction_is_linear_on_megabyte_responses():
+    texts = ["$" * 1_000_000, "\\$" * 500_000 + "$5$", "The answer is " * 70_000, "1, " * 300_000,
+             "\\boxed{1}, " * 90_000, "\\(" * 500_000, "#### " * 200_000]
+    for text in texts:
+        start = time.perf_counter()
+        extract_answer(text, broad=True)
+        math_equal(text, "5")
+        assert time.perf_counter() - start < 3.0, text[:20]
