@@ -14,7 +14,8 @@ What this module does:
 - `marked(text)`: the broad rules without the last-number fallback -- the answer a text marks
   as such, which `math_equal` may read from a side given as a sentence.
 
-Every scan is linear in the text (the answer search is bounded by the text, not by nesting).
+Every scan is linear in the text; the broad rules read only the last `BROAD_WINDOW` characters
+of the response region (from a line start), where a final answer stands.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from rewards._math_parse import _match_brace
 
 HEDGE_GAP = 40           # characters: a different box this close before the last one is a hedge
 MAX_LIST_ITEMS = 64      # items of one list answer; the checker compares no longer lists anyway
+BROAD_WINDOW = 20_000    # characters at the end of the response the broad rules read
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # What may stand between the items of one answer list: `, ; and or`, `\text{ and }`, `\quad`,
@@ -155,10 +157,20 @@ def _after_phrase(region: str) -> str | None:
     return answer or None
 
 
+def _tail(region: str) -> str:
+    """The last BROAD_WINDOW characters, from a line start (a cut inside `$…$` would pair every
+    later dollar wrongly): a final answer stands at the end, and megabyte texts stay cheap."""
+    if len(region) <= BROAD_WINDOW:
+        return region
+    start = len(region) - BROAD_WINDOW
+    newline = region.find("\n", start)
+    return region[newline + 1:] if newline >= 0 else region[start:]
+
+
 def marked(region: str) -> str | None:
     """The broad rules up to the math spans (no last-number fallback), on a response region."""
     try:
-        return _marked(region)
+        return _marked(_tail(region))
     except _Disowned:
         return None
 
@@ -194,6 +206,7 @@ def extract(text: str, broad: bool = False) -> str | None:
     if not broad:
         boxes = boxed_spans(region)
         return _strict_box(boxes) if boxes else None
+    region = _tail(region)
     try:
         answer = _marked(region)
     except _Disowned:

@@ -35,7 +35,8 @@ Extraction rules (`extract_answer`):
   never equals 4); else the text after GSM8K's last `####`; else what follows the last
   "Final Answer:" / "the answer is" / "Answer:" (its math spans, or the sentence; "the answer
   is not 5" is no answer); else the last run of math spans (`$…$`, `$$…$$`, `\(…\)`, `\[…\]`,
-  joined like boxes: `$x = 2$ and $x = -3$` -> `x = 2, x = -3`); else the last number.
+  joined like boxes: `$x = 2$ and $x = -3$` -> `x = 2, x = -3`); else the last number. The
+  broad rules read the last 20,000 characters of that part (where a final answer stands).
 - A box only inside `<think>` (nothing after `</think>`, or `</think>` never written) is no
   answer in either mode: the reasoning boxes drafts, and a model that never left it answered
   nothing. A completion that never closes its answer or box has no answer.

@@ -196,4 +196,4 @@ def test_broad_extraction_is_linear_on_megabyte_responses():
         start = time.perf_counter()
         extract_answer(text, broad=True)
         math_equal(text, "5")
-        assert time.perf_counter() - start < 3.0, text[:20]
+        assert time.perf_counter() - start < 1.0, text[:20]
