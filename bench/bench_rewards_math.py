@@ -2,19 +2,26 @@
 
 What this script does:
 - Loads every labelled pair of tests/data/math_cases*.jsonl that has `pred`, `gold`, `equal`.
+  A row with `extract: true` holds a whole response as `pred`: ours reads it with
+  `extract_answer(pred, broad=True)` (the dataset/evaluation path), Math-Verify with its own
+  `parse(pred)` on the raw text. A row with `ordered: true` asks ours for an ordered list
+  (`math_equal(..., ordered=True)`); Math-Verify has no such option and gets the pair as is.
 - Runs each checker in its own child process (spawned), pair by pair, timing each call inside
   the child with `time.perf_counter` (so process start-up and pipe traffic are not counted).
   A watchdog in this process kills a child stuck on one pair for more than `--hang-s` seconds
   (Math-Verify's SIGALRM timeout cannot stop C-level big-integer work), records that pair as a
   wrong verdict with latency = the cap, and resumes with the next pair in a fresh child.
-- Reports accuracy, false positives (said equal, label not equal), false negatives, p50/p99
+- Reports accuracy per category (the `tag` of tests/data/math_cases_forms.jsonl: extraction,
+  numbers, relations, intervals, sets, matrices, latex, precision; other files count as `core`),
+  accuracy, false positives (said equal, label not equal), false negatives, p50/p99
   latency (all pairs, and "ordinary" pairs: integers, decimals, fractions, mixed numbers,
   thousands separators, percentages, scientific notation), pairs/s (pairs / summed latency,
   sequential, one core; also without the `security` pairs, where Math-Verify mostly waits for its
-  own 5 s timeouts -- the 5x target is judged on that figure) and hangs. Prints a Markdown table, writes bench/results/rewards_math.json.
+  own 5 s timeouts -- the 20x target is judged on that figure) and hangs. Prints a Markdown table, writes bench/results/rewards_math.json.
 
 Math-Verify is called as its README shows for final answers: `verify(parse(gold), parse(pred))`,
-each side wrapped in `\\boxed{}` so its highest-priority extraction reads the bare answer.
+each side wrapped in `\\boxed{}` so its highest-priority extraction reads the bare answer (a whole
+response, `extract: true`, goes to `parse` unwrapped).
 
 Usage: .venv/bin/python bench/bench_rewards_math.py [--hang-s 30] [--repeat 1]
 """
@@ -32,6 +39,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ORDINARY_TAGS = {"integer", "decimal", "fraction", "mixed", "thousands", "percent", "scientific"}
+FORM_CATEGORIES = ("extraction", "numbers", "relations", "intervals", "sets", "matrices", "latex", "precision")
 
 
 def load_pairs() -> list[dict]:
@@ -46,35 +54,46 @@ def load_pairs() -> list[dict]:
     return pairs
 
 
+def category(row: dict) -> str:
+    return row.get("tag") if row.get("tag") in FORM_CATEGORIES else "core"
+
+
 def _make_checker(name: str):
+    """check(pred, gold, extract, ordered) -> bool for one checker."""
     if name == "ours":
         sys.path.insert(0, str(ROOT))
-        from rewards.math import math_equal
-        return math_equal
+        from rewards.math import extract_answer, math_equal
+
+        def ours_equal(pred: str, gold: str, extract: bool = False, ordered: bool = False) -> bool:
+            if extract:
+                pred = extract_answer(pred, broad=True)
+            return math_equal(pred, gold, ordered=ordered)
+        return ours_equal
     if name == "math-verify":
         import logging
         logging.disable(logging.CRITICAL)     # it logs every timeout / parse failure
         from math_verify import parse, verify
 
-        def mv_equal(pred: str, gold: str) -> bool:
+        def mv_equal(pred: str, gold: str, extract: bool = False, ordered: bool = False) -> bool:
             try:
-                return bool(verify(parse("\\boxed{" + gold + "}"), parse("\\boxed{" + pred + "}")))
+                pred_parsed = parse(pred) if extract else parse("\\boxed{" + pred + "}")
+                return bool(verify(parse("\\boxed{" + gold + "}"), pred_parsed))
             except BaseException:  # its own errors count as "not equal", as ours do
                 return False
         return mv_equal
     raise ValueError(name)
 
 
-def _child(name: str, pairs: list[tuple[str, str]], start: int, repeat: int, conn) -> None:
+def _child(name: str, pairs: list[tuple[str, str, bool, bool]], start: int, repeat: int, conn) -> None:
     check = _make_checker(name)
     check("1", "1")                       # import-time work and worker start-up are not timed
     check("x^2", "x*x")
+    check("\\infty", "-\\infty")       # starts the sympy worker (infinities are its to decide)
     for i in range(start, len(pairs)):
-        pred, gold = pairs[i]
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            verdict = check(pred, gold)
+            verdict = check(*pairs[i])
             times.append(time.perf_counter() - t0)
         conn.send((i, bool(verdict), min(times)))
     conn.send(None)
@@ -83,7 +102,7 @@ def _child(name: str, pairs: list[tuple[str, str]], start: int, repeat: int, con
 def run_checker(name: str, pairs: list[dict], hang_s: float, repeat: int) -> list[tuple[bool | None, float]]:
     """[(verdict or None for a hang, seconds)] per pair."""
     ctx = mp.get_context("spawn")
-    plain = [(p["pred"], p["gold"]) for p in pairs]
+    plain = [(p["pred"], p["gold"], bool(p.get("extract")), bool(p.get("ordered"))) for p in pairs]
     results: list[tuple[bool | None, float] | None] = [None] * len(pairs)
     start = 0
     while start < len(pairs):
@@ -139,12 +158,20 @@ def summarise(pairs: list[dict], results) -> dict:
             fn += 1
     q = lambda xs, f: sorted(xs)[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan")
     by_file: dict[str, list[int]] = {}
+    by_category: dict[str, dict[str, int]] = {}
     for p, (verdict, _) in zip(pairs, results):
         hit = by_file.setdefault(p["file"], [0, 0])
         hit[0] += verdict == p["equal"]
         hit[1] += 1
+        cat = by_category.setdefault(category(p), {"pairs": 0, "traps": 0, "correct": 0, "fp": 0, "fn": 0})
+        cat["pairs"] += 1
+        cat["traps"] += not p["equal"]
+        cat["correct"] += verdict == p["equal"]
+        cat["fp"] += bool(verdict) and not p["equal"]
+        cat["fn"] += (not verdict) and p["equal"]
     return {
         "accuracy_by_file": {f: round(c / n_f, 4) for f, (c, n_f) in by_file.items()},
+        "by_category": {c: {**v, "accuracy": round(v["correct"] / v["pairs"], 4)} for c, v in by_category.items()},
         "pairs": n, "accuracy": correct / n, "false_positives": fp, "false_negatives": fn,
         "hangs": hangs, "p50_ms": 1e3 * statistics.median(lat), "p99_ms": 1e3 * q(lat, 0.99),
         "p50_ordinary_ms": 1e3 * statistics.median(lat_ord), "p99_ordinary_ms": 1e3 * q(lat_ord, 0.99),
@@ -171,7 +198,8 @@ def main(argv=None) -> int:
         report["checkers"][name] = summarise(pairs, results)
         report["checkers"][name]["wall_s"] = time.time() - t0
         report["disagreements"][name] = [
-            {"pred": p["pred"], "gold": p["gold"], "label": p["equal"], "verdict": v, "tag": p.get("tag")}
+            {"pred": p["pred"], "gold": p["gold"], "label": p["equal"], "verdict": v, "tag": p.get("tag"),
+             "extract": bool(p.get("extract")), "ordered": bool(p.get("ordered"))}
             for p, (v, _) in zip(pairs, results) if v != p["equal"]]
     ours, mv = report["checkers"]["ours"], report["checkers"]["math-verify"]
     report["speedup_pairs_per_s"] = ours["pairs_per_s"] / mv["pairs_per_s"]
@@ -181,7 +209,7 @@ def main(argv=None) -> int:
         "accuracy_ge_math_verify": ours["accuracy"] >= mv["accuracy"],
         "fewer_false_positives": ours["false_positives"] < mv["false_positives"],
         "p99_ordinary_le_50ms": ours["p99_ordinary_ms"] <= 50.0,
-        "throughput_ge_5x": report["speedup_non_security"] >= 5.0,
+        "throughput_ge_20x": report["speedup_non_security"] >= 20.0,
     }
     cols = ["accuracy", "false_positives", "false_negatives", "hangs", "p50_ms", "p99_ms",
             "p99_ordinary_ms", "max_ms", "pairs_per_s", "pairs_per_s_non_security"]
@@ -192,6 +220,14 @@ def main(argv=None) -> int:
         cells = [f"{s[c]:.3f}" if c == "accuracy" else f"{s[c]:.2f}" if isinstance(s[c], float) else str(s[c])
                  for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\naccuracy per category (pairs, traps = pairs labelled unequal; FP / FN):\n")
+    print("| category | pairs | traps | ours acc | ours FP | ours FN | Math-Verify acc | MV FP | MV FN |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for cat in FORM_CATEGORIES + ("core",):
+        o, m = ours["by_category"].get(cat), mv["by_category"].get(cat)
+        if o:
+            print(f"| {cat} | {o['pairs']} | {o['traps']} | {o['accuracy']:.3f} | {o['fp']} | {o['fn']} | "
+                  f"{m['accuracy']:.3f} | {m['fp']} | {m['fn']} |")
     print("\naccuracy by case file (the held-out files were labelled before either checker ran on them):")
     for f in ours["accuracy_by_file"]:
         print(f"  {f}: ours {ours['accuracy_by_file'][f]:.3f}, math-verify {mv['accuracy_by_file'][f]:.3f}")
@@ -202,7 +238,7 @@ def main(argv=None) -> int:
     for name in ("ours", "math-verify"):
         wrong = report["disagreements"][name]
         print(f"\n{name}: {len(wrong)} wrong verdicts" + (":" if wrong else ""))
-        for w in wrong[:40]:
+        for w in wrong[:80]:
             print(f"  [{w['tag']}] {w['pred']!r} vs {w['gold']!r}: label {w['label']}, said {w['verdict']}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

@@ -1,8 +1,9 @@
 """Private: the math checker's own tokenizer and grammar (no eval, no sympify, no parse_expr).
 
 What this module does:
-- `normalize(text)`: string-level clean-up of an answer (TeX wrappers, spacing, `\\text{}`, units,
-  degrees, percent words, thousands separators); the rules are documented in `rewards/math.py`.
+- `normalize(text)`: string-level clean-up of an answer (TeX wrappers, boxes, spacing, `\\text{}`,
+  units, currency, degrees, percent words, thousands separators, set notations); the rules are
+  documented in `rewards/math.py`.
 - `parse(text)`: a recursive-descent parser from the normalised answer to a small AST of plain
   tuples. Bounded by construction: at most `MAX_CHARS` characters, `MAX_TOKENS` tokens and
   `MAX_DEPTH` levels of nesting, so 5,000 nested parentheses fail fast instead of overflowing.
@@ -14,11 +15,14 @@ What this module does:
   `explain`.
 
 AST nodes (tuples, so two trees compare with `==`):
-  ('num', Fraction, is_decimal)   ('sym', name)   ('const', 'pi'|'E'|'I'|'oo')
+  ('num', Fraction, places)  places: None for an exact number, else the decimal places written
+                             (`2.50` -> 2, `1.5e-3` -> 4): the precision the writer states
+  ('sym', name)   ('const', 'pi'|'E'|'I'|'oo')   ('ratio', (x, y, ...))
   ('add', (x, ...))  ('mul', (x, ...))  ('neg', x)  ('div', x, y)  ('pow', x, y)  ('fact', x)
   ('pct', x)  ('func', name, (args...))
   ('tuple', open, close, (elems...))  ('set', (elems...))  ('list', (elems...))
   ('union', (items...))  ('matrix', ((row...), ...))  ('rel', op, lhs, rhs)  ('text', s)
+  (rel ops: = < > <= >= != and ~= for \\approx; a chain a = b = c nests to the right)
 """
 from __future__ import annotations
 
@@ -55,6 +59,8 @@ _UNICODE = {
     "\u00f7": r"\div ", "\u03c0": r"\pi ", "\u221a": r"\sqrt", "\u221e": r"\infty ",
     "\u00b0": r"^\circ", "\u2264": r"\le ", "\u2265": r"\ge ", "\u2260": r"\ne ", "\u222a": r"\cup ",
     "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\uff0c": ",", "\u3001": ",",
+    "\u00b2": "^2", "\u00b3": "^3", "\u2248": r"\approx ", "\u27e8": r"\langle ", "\u27e9": r"\rangle ",
+    "\u2208": r"\in ", "\u211d": r"\mathbb{R}", "\u2205": r"\emptyset ",
 }
 _SPACING = re.compile(r"(?<!\\)(?:\\[,;:!>]|\\ |\\q?quad\b|~|\\(?:display|text|script)style\b|\\hfill\b)")
 _SIZERS = re.compile(r"\\(?:left|right|[bB]ig{1,2}[lrm]?)(?![a-zA-Z])\s*(\\?[.])?")
@@ -76,7 +82,18 @@ _UNIT_WORDS = (
 _TRAILING_UNIT = re.compile(r"(?:(?<=[\d}.)])\s*(?:" + _UNIT_WORDS + r")|\s+(?:" + _UNIT_WORDS
                             + r"|[mshgL]))(?:\s*\^\s*\{?[23]\}?)?\s*$")
 _LEADING_CURRENCY = re.compile(r"^\s*(?:\\\$|\$|USD|\\textdollar)\s*")
-_THOUSANDS = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+)(?![\d,]|\.\d*,)")
+# Currency signs are never math: dropped wherever they stand (`€45`, `45 €`, `\pounds 3`).
+_CURRENCY = re.compile(r"€|£|¥|₹|\\(?:euro|pounds|textsterling|textdollar|textyen)(?![a-zA-Z])|\b(?:USD|EUR)\b")
+# Markup that names what the number measures, not part of the value: `\angle ABC = 30`.
+_NAME_MARKUP = re.compile(r"\\(?:angle|measuredangle|triangle|overrightarrow|vec|widehat|hat)(?![a-zA-Z])")
+# The reals written as a set: the interval (-oo, oo).
+_REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|^\s*(?:\\text\{)?\s*all real numbers\s*\}?\s*$", re.IGNORECASE)
+# `\{x \mid x > 3\}` (set-builder notation) -> `x > 3`, the condition; a whole answer only.
+_SET_BUILDER = re.compile(r"^\\\{\s*[a-zA-Z]\s*(?:\\in\s*\\mathbb\s*\{?\s*R\s*\}?\s*)?(?:\||\\mid\b|:)\s*(.+?)\s*\\\}$")
+# `]0, 1[` (ISO notation for open ends) -> `(0, 1)`; a whole answer only.
+_ISO_INTERVAL = re.compile(r"^([\[\]])([^\[\]]+),([^\[\]]+)([\[\]])$")
+# A leading group never starts with 0 (`0,111` is a decimal comma or a list, never 111).
+_THOUSANDS = re.compile(r"(?<![\d.,])([1-9]\d{0,2}(?:,\d{3})+)(?![\d,]|\.\d*,)")
 _OR_AND = re.compile(r"\s+(?:or|and)\s+|\\(?:text|mbox)\{\s*(?:or|and|,)\s*\}", re.IGNORECASE)
 _VAR_IN = re.compile(r"^\s*[a-zA-Z]\s*\\in\s*")
 
@@ -121,6 +138,23 @@ def _strip_wrappers(s: str) -> str:
             break
         s = t
     return s.strip()
+
+
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def _unbox(s: str) -> str:
+    """Every balanced \\boxed{X} inside an answer -> X."""
+    out, pos = [], 0
+    while True:
+        m = _BOX_OPEN.search(s, pos)
+        if not m:
+            return "".join(out) + s[pos:]
+        end = _match_brace(s, m.end() - 1)
+        if end < 0:
+            return "".join(out) + s[pos:]
+        out.append(s[pos:m.start()] + s[m.end():end])
+        pos = end + 1
 
 
 def _rewrite_text_commands(s: str) -> tuple[str, bool]:
@@ -176,25 +210,37 @@ def normalize(text: str) -> tuple[str, bool]:
     for k, v in _UNICODE.items():
         if k in s:
             s = s.replace(k, v)
-    s = _strip_wrappers(s)
+    s = _strip_wrappers(s.strip().strip("*"))      # **42**: markdown bold around an answer
     s = _LEADING_PHRASE.sub("", s, count=1)
     s = _strip_wrappers(s)
+    s = _unbox(s)           # \boxed{1}, \boxed{2}: boxes inside an answer are only emphasis
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = re.sub(r"\\[dt]binom", r"\\binom", s)
     s = _SIZERS.sub(lambda m: "" if (m.group(1) or "").endswith(".") else (m.group(1) or ""), s)
-    s = s.replace("{,}", "").replace(",\\!", ",")     # 10,\!000: TeX-typed thousands separators
+    s = s.replace("{,}", "")
+    s = re.sub(r",\\!\s*", ",", s)                  # 10,\!000 and 11,\! 111: TeX-typed separators
     s = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", "", s)     # 1\,000: a thin-space thousands separator
     s = _SPACING.sub(" ", s)
     s = s.strip()
     s = re.sub(r"(?:\\\.|\.|;|\\\\)+\s*$", "", s).strip()        # trailing sentence period
-    s, is_text = _rewrite_text_commands(s)
+    for _ in range(4):                          # \text{\textbf{7}}: nested wrappers
+        s, is_text = _rewrite_text_commands(s)
+        if is_text or not _TEXT_CMD.search(s):
+            break
     if is_text:
         return re.sub(r"\s+", " ", s).strip().rstrip("."), True
     s = _LEADING_CURRENCY.sub("", s)
     s = s.replace("\\$", "")
+    s = _CURRENCY.sub("", s)
+    s = _SET_BUILDER.sub(r"\1", s.strip())
+    s = _NAME_MARKUP.sub("", s)
+    s = _REALS.sub(r"(-\\infty, \\infty)", s)
+    s = s.replace("\\langle", "(").replace("\\rangle", ")")      # a vector <1, 2, 3>
     s = _DEGREES.sub("", s)
     s = _PERCENT.sub("%", s)
     s = _OR_AND.sub(",", s)
+    s = re.sub(r",(?:\s*,)+", ",", s)            # `1, 2, and 3`: the Oxford comma before "and"
+    s = s.replace(";", ",")                     # `1; 2; 3`, `(1, 2); (3, 4)`: list separators
     s = _REPEATING.sub(_repeating_decimal, s)
     s = _VAR_IN.sub("", s)
     s = s.strip().rstrip(".").strip()
@@ -208,6 +254,9 @@ def normalize(text: str) -> tuple[str, bool]:
         else s
     if _SPACE_THOUSANDS.fullmatch(s):
         s = s.replace(" ", "")                    # 1 000 000 (SI digit groups), whole answer only
+    m = _ISO_INTERVAL.match(s.strip())
+    if m and (m.group(1) == "]" or m.group(4) == "["):
+        s = ("(" if m.group(1) == "]" else "[") + m.group(2) + "," + m.group(3) + (")" if m.group(4) == "[" else "]")
     return re.sub(r"\s+", " ", s).strip(), False
 
 
@@ -228,7 +277,11 @@ def _repeating_decimal(m: re.Match) -> str:
 def _is_single_number_context(s: str) -> bool:
     """Thousands separators are read only where the whole answer is one number (1,000 or -1,234.5)
     or a number with % -- inside a tuple `(1,000)` a comma stays a separator."""
-    return re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*%?", s) is not None
+    return re.fullmatch(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?\s*%?", s) is not None
+
+
+# `2,74` or `0,111`: a decimal comma or a list of two numbers; math.py decides by the other side.
+DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +302,7 @@ _WORD_CONSTS = {"pi": ("const", "pi"), "inf": ("const", "oo"), "infinity": ("con
                 "infty": ("const", "oo"), "oo": ("const", "oo")}
 _RELS = {"=": "=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "!=": "!=",
          "le": "<=", "leq": "<=", "leqslant": "<=", "ge": ">=", "geq": ">=", "geqslant": ">=",
-         "ne": "!=", "neq": "!=", "lt": "<", "gt": ">"}
+         "ne": "!=", "neq": "!=", "lt": "<", "gt": ">", "approx": "~=", "simeq": "~="}
 
 _TOKEN = re.compile(r"""
     (?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+(?![a-zA-Z])|\d+)
@@ -375,20 +428,26 @@ class _Parser:
         return elems[0] if len(elems) == 1 else ("list", tuple(elems))
 
     def relation(self):
-        lhs = self.expr()
+        lhs = self.ratio()
         t = self.peek()
         op = None
         if t and t[0] == "op" and t[1] in ("=", "<", ">", "<=", ">=", "!="):
             op = _RELS[t[1]]
         elif t and t[0] == "cmd" and t[1][1:] in _RELS:
             op = _RELS[t[1][1:]]
-        elif t and t[0] == "op" and t[1] == ":":
-            raise ParseError("ratio notation a:b is not compared")
         if op is None:
             return lhs
         self.take()
         # chained `a < x < b` nests: ('rel', '<', a, ('rel', '<', x, b))
         return ("rel", op, lhs, self.relation())
+
+    def ratio(self):
+        """`11:21`, `V_1:V_2`: a ratio of two or more terms."""
+        parts = [self.expr()]
+        while self.at("op", ":"):
+            self.take()
+            parts.append(self.expr())
+        return parts[0] if len(parts) == 1 else ("ratio", tuple(parts))
 
     def expr(self):
         self.enter()
@@ -495,7 +554,7 @@ class _Parser:
             # TeX reads one digit: \frac12 -> 1 and 2, the rest of the digits stay in the stream.
             if len(t[1]) > 1:
                 self.toks.insert(self.i, ("num", t[1][1:]))
-            return ("num", Fraction(int(t[1][0])), False)
+            return ("num", Fraction(int(t[1][0])), None)
         if t[0] == "letter":
             return self._letter(t[1])
         if t[0] == "cmd" and (t[1][1:] in _GREEK or t[1] in ("\\pi", "\\infty")):
@@ -616,7 +675,7 @@ class _Parser:
             # \sin^2 x = (\sin x)^2; \sin^{-1} is the inverse, which we do not guess at
             self.take()
             power = self.tex_arg()
-            if power == ("neg", ("num", Fraction(1), False)):
+            if power == ("neg", ("num", Fraction(1), None)):
                 raise ParseError("f^{-1} notation is ambiguous")
         args = self._func_args(name)
         if name == "sqrt":
@@ -710,20 +769,23 @@ def _mul(factors: list):
 
 
 def _number(text: str):
-    is_decimal = "." in text or "e" in text.lower()
     if len(text) > 400:
         raise GuardError("number literal longer than 400 digits")
     mant, _, exp = text.lower().partition("e")
     value = Fraction(mant) if mant not in ("", ".") else Fraction(0)
+    places = len(mant.partition(".")[2]) if "." in mant else 0
     if exp:
         e = int(exp)
         if abs(e) > 400:
             raise GuardError("scientific exponent beyond 1e400")
         value *= Fraction(10) ** e
-    return ("num", value, is_decimal)
+        places -= e
+    is_decimal = "." in mant or bool(exp)
+    return ("num", value, places if is_decimal else None)
 
 
-_MIXED = re.compile(r"^(-?)\s*(\d+)\s*(?:\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|\s(\d+)\s*/\s*(\d+))$")
+_MIXED = re.compile(r"^(-?)\s*(\d+)\s*(?:\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))"
+                    r"|\s(\d+)\s*/\s*(\d+))$")
 
 
 _PM = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
@@ -734,11 +796,12 @@ def parse(s: str):
     m = _MIXED.match(s)
     if m:
         # Mixed numbers are read as a whole answer only: 2\frac{1}{2} = 5/2, 2 1/2 = 5/2.
-        sign, whole, a, b, c, d = m.groups()
-        num, den = (a, b) if a is not None else (c, d)
+        # 3\frac14 (TeX reads one digit per unbraced argument) is 3 1/4 as well
+        sign, whole, a, a1, b, b1, c, d = m.groups()
+        num, den = ((a or a1), (b or b1)) if c is None else (c, d)
         if int(den) != 0 and int(num) < int(den):
             v = int(whole) + Fraction(int(num), int(den))
-            return ("num", -v if sign else v, False)
+            return ("num", -v if sign else v, None)
     if len(_PM.findall(s)) == 1 and "," not in s:
         # `\pm 2`, `1 \pm \sqrt2`, `x = \pm 3`: the two values, as an unordered list
         plus, minus = parse(_PM.sub("+", s)), parse(_PM.sub("-", s))
@@ -924,7 +987,7 @@ def _rational_uncached(node, budget: _Work) -> Fraction | None:
 def has_decimal(node) -> bool:
     """Whether the tree contains a written decimal (the writer's approximation)."""
     if node[0] == "num":
-        return node[2]
+        return node[2] is not None
     return any(has_decimal(c) for c in _children(node))
 
 
@@ -932,7 +995,7 @@ def _children(node):
     kind = node[0]
     if kind in ("num", "sym", "const", "text"):
         return ()
-    if kind in ("add", "mul", "list", "set", "union"):
+    if kind in ("add", "mul", "list", "set", "union", "ratio"):
         return node[1]
     if kind in ("neg", "fact", "pct"):
         return (node[1],)
@@ -1021,7 +1084,7 @@ def describe(node) -> str:
     kind = node[0]
     if kind == "num":
         q = node[1]
-        if node[2]:
+        if node[2] is not None:
             return _decimal_str(q)
         return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
     if kind == "sym":
@@ -1057,6 +1120,8 @@ def describe(node) -> str:
         return ", ".join(describe(e) for e in node[1])
     if kind == "union":
         return " U ".join(describe(e) for e in node[1])
+    if kind == "ratio":
+        return ":".join(describe(e) for e in node[1])
     if kind == "matrix":
         return "[" + "; ".join(", ".join(describe(x) for x in row) for row in node[1]) + "]"
     if kind == "rel":

@@ -16,11 +16,15 @@ What this module does:
 Comparison in the child, for two scalar trees a and b:
 - no free symbols: both sides evaluated to 60 significant digits (complex allowed);
   `tolerant` requests (a side wrote a decimal) accept a relative difference < 1e-6, others need
-  agreement to 1e-45 relative, i.e. exact up to numerical evaluation;
+  agreement to 1e-45 relative, i.e. exact up to numerical evaluation; `abs_tol` ("p/q", half a
+  unit of a decimal gold's last place) must hold as well;
 - free symbols: `expand(a - b) == 0`, else both sides evaluated (30 digits, sympy's adaptive
   evalf; agreement to 1e-20 relative, or 1e-6 when `tolerant`) at fixed pseudo-random points,
-  positive and negative: unequal at any point -> not
-  equal; equal at 4 points -> equal; fewer than 4 points where both sides are finite numbers ->
+  positive and negative. Points where at least one side is real come first; points where
+  neither is real (principal-branch roots of negative numbers: sqrt(4/x) vs 2/sqrt(x) at x < 0)
+  count only when fewer than 4 of the others exist. So sqrt(4/x) = 2/sqrt(x), while
+  sqrt(x^2) != x and ln(x^2) != 2 ln x show at x < 0. Unequal at any counted point -> not
+  equal; equal at 4 -> equal; fewer than 4 points where both sides are finite numbers ->
   `simplify(a - b) == 0` decides.
 - equations (`mode="proportional"`): a = 0 and b = 0 are the same equation iff a/b is a nonzero
   constant at the probe points.
@@ -136,7 +140,8 @@ def _close(sp, va, vb, rel: float) -> bool | None:
     return bool(float(diff) < rel * scale or float(diff) <= ABS_FLOOR)
 
 
-_PROBES = ["0.7316", "1.4142", "-0.5403", "2.3187", "-1.7753", "0.2911", "3.0407", "-2.6119"]
+# Probe values, shared with _math_numeric (which must give this worker's verdicts).
+PROBES = ["0.7316", "1.4142", "-0.5403", "2.3187", "-1.7753", "0.2911", "3.0407", "-2.6119"]
 
 
 def _handle(sp, req: dict) -> dict:
@@ -154,6 +159,9 @@ def _handle(sp, req: dict) -> dict:
     if not free:
         va, vb = sp.N(a, _DIGITS), sp.N(b, _DIGITS)
         verdict = _close(sp, va, vb, REL_TOL if tolerant else EXACT_REL_TOL)
+        if verdict and req.get("abs_tol"):
+            p, q = req["abs_tol"].split("/")
+            verdict = bool(sp.N(abs(va - vb), _DIGITS) <= sp.Rational(int(p), int(q)))
         if verdict is None:
             return {"equal": False, "rule": "numeric", "detail": f"not finite numbers: {va} vs {vb}"}
         rule = "relative-tolerance" if tolerant else "numeric-exact"
@@ -162,21 +170,26 @@ def _handle(sp, req: dict) -> dict:
     if sp.expand(diff) == 0:
         return {"equal": True, "rule": "symbolic", "detail": "expand(a - b) == 0"}
     order = sorted(free, key=lambda s: s.name)
-    valid = 0
-    for k in range(len(_PROBES)):
-        point = {s: sp.Rational(_PROBES[(k + j * 3) % len(_PROBES)]) for j, s in enumerate(order)}
+    real, complex_ = [], []           # (verdict, point, va, vb) at each probe where both are finite
+    for k in range(len(PROBES)):
+        point = {s: sp.Rational(PROBES[(k + j * 3) % len(PROBES)]) for j, s in enumerate(order)}
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
         verdict = _close(sp, va, vb, REL_TOL if tolerant else PROBE_REL_TOL)
         if verdict is None:
             continue
+        # a point where only one side is real is a real disagreement (ln(x^2) vs 2 ln x at x < 0)
+        neither_real = abs(complex(va).imag) > ABS_FLOOR and abs(complex(vb).imag) > ABS_FLOOR
+        (complex_ if neither_real else real).append((verdict, point, va, vb))
+    probes = real if len(real) >= 4 or any(not v for v, *_ in real) else real + complex_
+    for verdict, point, va, vb in probes:
         if not verdict:
             return {"equal": False, "rule": "numeric-probe",
                     "detail": f"differ at {dict((str(s), str(v)) for s, v in point.items())}: "
                               f"{sp.N(va, 12)} vs {sp.N(vb, 12)}"}
-        valid += 1
-        if valid >= 4:
-            return {"equal": True, "rule": "numeric-probe",
-                    "detail": f"agree at {valid} pseudo-random points"}
+    if len(probes) >= 4:
+        return {"equal": True, "rule": "numeric-probe",
+                "detail": f"agree at {len(probes)} pseudo-random points"
+                          + ("" if probes is real else " (some complex)")}
     if sp.simplify(diff) == 0:
         return {"equal": True, "rule": "symbolic", "detail": "simplify(a - b) == 0"}
     return {"equal": False, "rule": "symbolic", "detail": "could not show a - b == 0"}
@@ -187,8 +200,8 @@ def _proportional(sp, a, b, syms) -> dict:
         return {"equal": True, "rule": "equation", "detail": "same equation"}
     order = sorted(a.free_symbols | b.free_symbols, key=lambda s: s.name)
     ratios = []
-    for k in range(len(_PROBES)):
-        point = {s: sp.Rational(_PROBES[(k + j * 3) % len(_PROBES)]) for j, s in enumerate(order)}
+    for k in range(len(PROBES)):
+        point = {s: sp.Rational(PROBES[(k + j * 3) % len(PROBES)]) for j, s in enumerate(order)}
         va, vb = sp.N(a.subs(point), 30), sp.N(b.subs(point), 30)
         try:
             ca, cb = complex(va), complex(vb)

@@ -1,6 +1,7 @@
 """`rlpipe reward ...`: run one grader by hand and print its verdict and why.
 
-    rlpipe reward math --pred P --gold G [--extract]      math_equal verdict with the checker's reasons
+    rlpipe reward math --pred P --gold G [--extract [--broad]] [--ordered]
+                                                          math_equal verdict with the checker's reasons
     rlpipe reward code --file solution.py --tests T [--entry-point f] [--timeout 5]
                                                           T: Python test code defining check(candidate),
                                                           or a .json list of {"input", "output"} cases
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     math_p.add_argument("--gold", required=True, help="gold answer")
     math_p.add_argument("--extract", action="store_true",
                         help="treat --pred as a full response and extract its final answer first")
+    math_p.add_argument("--broad", action="store_true",
+                        help="with --extract: the broad rules (Final Answer:, ####, math spans, last number)")
+    math_p.add_argument("--ordered", action="store_true", help="bare lists must match in order")
 
     code_p = sub.add_parser("code", help="run a solution against tests in the sandbox")
     code_p.add_argument("--file", required=True, help="the candidate solution (.py)")
@@ -128,14 +132,15 @@ def _math(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
     pred = args.pred
     result: dict[str, Any] = {}
     if args.extract:
-        pred = math_reward.extract_answer(args.pred)
+        pred = math_reward.extract_answer(args.pred, broad=args.broad)
         result["extracted"] = pred
         if pred is None:
             result.update(verdict="NOT EQUAL", why="no final answer found in --pred")
             return False, result
-    explanation = _as_dict(math_reward.explain(pred, args.gold))
+    explanation = _as_dict(math_reward.explain(pred, args.gold, ordered=args.ordered))
     # explain() carries the verdict it reasoned about; asking math_equal again would grade twice.
-    equal = bool(explanation["equal"]) if "equal" in explanation else math_reward.math_equal(pred, args.gold)
+    equal = bool(explanation["equal"]) if "equal" in explanation else math_reward.math_equal(
+        pred, args.gold, ordered=args.ordered)
     result["verdict"] = "EQUAL" if equal else "NOT EQUAL"
     result.update({k: v for k, v in explanation.items() if k not in ("verdict", "equal")})
     return equal, result
