@@ -137,3 +137,27 @@ def test_stage3_then_stage4_then_the_report(run_dir):
     assert "## Targets" in page and "stage 3 >= stage 2 - 0.02" in page and "stage-4 (all-scenario RL)" in page
     for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png"):
         assert (run_dir / "t" / png).is_file(), png
+
+
+def test_stage3_two_processes_share_the_sampling_and_stop_together(run_dir, tmp_path):
+    """accelerate launch, 2 CPU processes: each samples half of the prompts with its own engine, the
+    shares are gathered on rank 0, and its verdict (nothing kept: the model is random) ends both
+    processes with the same one-line error instead of leaving one waiting at a barrier."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(ROOT / "stages" / "accelerate" / "ddp_cpu.yaml"), "--num_processes", "2",
+                "--main_process_port", str(port)]
+    cmd = [*launcher, "-m", "rlpipe.cli", "run", STAGE3, "run=t", f"runs_dir={tmp_path}",
+           f"data_dir={run_dir / 't' / 'data'}", f"sample_from={run_dir / 't' / 'stage-2'}",
+           f"init_from={run_dir / 't' / 'stage-1'}", "logging.report_to=none", "train.num_threads=1",
+           "rejection.backend=local", "rejection.max_prompts=6", "rejection.n_samples=2",
+           "rejection.max_new_tokens=8", *EVAL]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rlpipe run: stage-3: no sample of")]
+    assert len(errors) == 2 and all("'wrong': 12" in e for e in errors), proc.stderr[-3000:]

@@ -26,37 +26,28 @@ from rlpipe.pipeline.common import (ensure_data, leave_process_group, load_split
 SFT_DATA = "sft_data"
 
 
-def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
-    """Steps 1-2 (rank 0): the filtered SFT dataset and the funnel; cached in the stage folder."""
-    import datasets
+def sample(cfg, source_dir, rows: list[dict], acc) -> tuple[list, list, list]:
+    """n_samples completions of every row (texts, lengths, cut flags per prompt), on every process.
 
+    Each process samples its share of the prompts (rows rank::world) with its own engine, seeded by
+    (seed, rank, chunk), built after the process group as in stage 2 (platform notes); the shares
+    are gathered back into row order."""
     from rlpipe.logging import progress
-    from rlpipe.rejection import funnel, nonreasoning_rows, rejection_rows, select
     from rlpipe.rollout import Sampling, make_engine
     from rlpipe.tokenizer import load_tokenizer, prompt_ids
 
-    out, r = cfg.out_dir, cfg.rejection
-    if (out / SFT_DATA).exists() and (out / "funnel.json").exists():
-        print(f"{cfg.stage}: reusing the rejection-sampled data in {out / SFT_DATA}")
-        return datasets.load_from_disk(str(out / SFT_DATA)), json.loads((out / "funnel.json").read_text())
-    rows = [dict(x) for x in load_split(cfg, r.split)]
-    if not rows or "prompt" not in rows[0]:
-        raise DataError(f"{cfg.data_path / r.split}: rejection sampling needs rows with a `prompt` column; "
-                        f"rebuild the data with `rlpipe data build`")
-    order = np.random.default_rng([r.seed, 2]).permutation(len(rows))
-    if r.max_prompts:
-        order = order[:r.max_prompts]
-    rows = [rows[i] for i in sorted(order.tolist())]
-    tokenizer = load_tokenizer(source_dir)
-    ids = prompt_ids(tokenizer, [x["prompt"] for x in rows])
+    r, rank, world = cfg.rejection, acc.process_index, acc.num_processes
+    mine = list(range(rank, len(rows), world))
+    ids = prompt_ids(load_tokenizer(source_dir), [rows[i]["prompt"] for i in mine])
     sampling = Sampling(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
-    engine = make_engine(r.backend, source_dir, seed=r.seed)
+    engine = make_engine(r.backend, source_dir, seed=r.seed + rank)
     texts, lengths, truncated = [], [], []
     chunk = 128
     try:
-        bar = progress(total=len(rows), desc=f"{cfg.stage} sampling", unit="prompt")
-        for c, at in enumerate(range(0, len(rows), chunk)):
-            rollouts = engine.generate(ids[at:at + chunk], r.n_samples, sampling, seed=r.seed * 100003 + c)
+        bar = progress(total=len(mine), desc=f"{cfg.stage} sampling", unit="prompt", disable=not acc.is_main_process)
+        for c, at in enumerate(range(0, len(mine), chunk)):
+            seed = int(np.random.SeedSequence([r.seed, rank, c]).generate_state(1)[0] & 0x7FFFFFFF)
+            rollouts = engine.generate(ids[at:at + chunk], r.n_samples, sampling, seed=seed)
             L, T = rollouts.lengths, rollouts.truncated
             texts += rollouts.texts_by_prompt()
             lengths += [[L[k] for k in g] for g in rollouts.groups()]
@@ -65,12 +56,56 @@ def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
         bar.close()
     finally:
         engine.close()
+    shares = [(mine, texts, lengths, truncated)]
+    if world > 1:
+        shares = [None] * world
+        torch.distributed.all_gather_object(shares, (mine, texts, lengths, truncated))
+    merged: list = [None] * len(rows)
+    for indices, *parts in shares:
+        for k, i in enumerate(indices):
+            merged[i] = tuple(p[k] for p in parts)
+    return [m[0] for m in merged], [m[1] for m in merged], [m[2] for m in merged]
+
+
+def sample_and_filter(cfg, source_dir, data_dir, acc) -> None:
+    """Steps 1-2: the filtered SFT dataset and the funnel in the stage folder (kept there: a rerun
+    after an interruption reuses them). Sampling is shared by the processes, filtering is rank 0's;
+    a filter that keeps nothing is one error on every process."""
+    out, r = cfg.out_dir, cfg.rejection
+    if (out / SFT_DATA).exists() and (out / "funnel.json").exists():
+        acc.print(f"{cfg.stage}: reusing the rejection-sampled data in {out / SFT_DATA}")
+        return
+    rows = [dict(x) for x in load_split(cfg, r.split)]
+    if not rows or "prompt" not in rows[0]:
+        raise DataError(f"{cfg.data_path / r.split}: rejection sampling needs rows with a `prompt` column; "
+                        f"rebuild the data with `rlpipe data build`")
+    order = np.random.default_rng([r.seed, 2]).permutation(len(rows))
+    if r.max_prompts:
+        order = order[:r.max_prompts]
+    rows = [rows[i] for i in sorted(order.tolist())]
+    texts, lengths, truncated = sample(cfg, source_dir, rows, acc)
+    error = [None]
+    if acc.is_main_process:
+        error[0] = _filter_and_write(cfg, rows, texts, lengths, truncated, source_dir, data_dir)
+    if acc.num_processes > 1:
+        torch.distributed.broadcast_object_list(error, src=0)
+    if error[0]:
+        raise DataError(error[0])
+
+
+def _filter_and_write(cfg, rows, texts, lengths, truncated, source_dir, data_dir) -> str | None:
+    """The filter, the non-reasoning share and the files; an error message when nothing was kept."""
+    import datasets
+
+    from rlpipe.rejection import funnel, nonreasoning_rows, rejection_rows, select
+
+    out, r = cfg.out_dir, cfg.rejection
     verdicts = select(rows, texts, lengths, truncated, r)
     counts = funnel(rows, verdicts)
     kept = rejection_rows(rows, verdicts, source=str(source_dir))
     if not kept:
-        raise DataError(f"{cfg.stage}: no sample of {source_dir} passed the filter ({counts['dropped']}); "
-                        f"the checkpoint cannot solve the {r.split} prompts: check its eval.json")
+        return (f"{cfg.stage}: no sample of {source_dir} passed the filter ({counts['dropped']}); "
+                f"the checkpoint cannot solve the {r.split} prompts: check its eval.json")
     general = nonreasoning_rows([dict(x) for x in load_split(cfg, r.nonreasoning_split)], len(kept),
                                 r.nonreasoning_share, r.seed, source=str(data_dir / r.nonreasoning_split))
     counts["sft_rows"] = {"rejection_sampling": len(kept), "nonreasoning": len(general)}
@@ -85,7 +120,7 @@ def sample_and_filter(cfg, source_dir, data_dir) -> tuple[object, dict]:
                                 "completion": v.text}, ensure_ascii=False) + "\n")
     dataset.save_to_disk(str(out / SFT_DATA))
     (out / "funnel.json").write_text(json.dumps(counts, indent=2))
-    return dataset, counts
+    return None
 
 
 def run(cfg) -> None:
@@ -103,8 +138,7 @@ def run(cfg) -> None:
     acc = make_accelerator(cfg.train)
     data_dir = ensure_data(cfg, acc, build_if_missing=False)
     out = cfg.out_dir
-    if acc.is_main_process:
-        sample_and_filter(cfg, source_dir, data_dir)
+    sample_and_filter(cfg, source_dir, data_dir, acc)
     acc.wait_for_everyone()
     dataset = datasets.load_from_disk(str(out / SFT_DATA))
     counts = json.loads((out / "funnel.json").read_text())
@@ -141,4 +175,4 @@ def run(cfg) -> None:
     print(f"{cfg.stage} written to {out}")
 
 
-__all__ = ["SFT_DATA", "run", "sample_and_filter"]
+__all__ = ["SFT_DATA", "run", "sample", "sample_and_filter"]
