@@ -71,7 +71,7 @@ def comparable(rows):
 
 
 def test_stage_writes_checkpoint_metrics_completions_evals_report_plots(artefacts, tmp_path):
-    proc = stage2(artefacts, tmp_path, "train.max_steps=2", "rollout.backend=local", "eval.backend=local",
+    proc = stage2(artefacts, tmp_path, "train.max_steps=2", "rollout.backend=local", "evaluate_init=true", "eval.backend=local",
                   "eval.limit=4", "eval.n_samples=2", "eval.k=1", "eval.max_new_tokens=8", "logging.plots=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "t" / "stage-2"
