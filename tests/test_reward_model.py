@@ -20,13 +20,10 @@ from rlpipe.train.reward_model import (RewardModel, RewardModelConfig, RewardMod
                                        encode, load_reward_model, main, pack_sequences, pair_accuracy,
                                        score_sequences, train_reward_model)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(vocab_size: int):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
+    """The trainer tests' two-layer MLA + MoE model (tests/_train_driver.py), sized to the tokenizer."""
     from _train_driver import tiny_model_config
 
     return tiny_model_config(vocab_size=vocab_size, max_position_embeddings=512)

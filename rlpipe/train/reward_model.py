@@ -186,10 +186,10 @@ class RewardModel(nn.Module):
 
         model_dir = Path(model_dir)
         head, meta = model_dir / HEAD_FILE, model_dir / META_FILE
-        backbone = load_pretrained(model_dir, dtype=dtype)
-        if not head.is_file() or not meta.is_file():
-            raise CheckpointError(f"{model_dir}: no {HEAD_FILE} / {META_FILE}, so this is a policy checkpoint, not "
-                                  f"a reward model; train one with `rlpipe train-rm --model {model_dir} ...`")
+        if model_dir.is_dir() and not (head.is_file() and meta.is_file()):
+            raise CheckpointError(f"{model_dir}: no {HEAD_FILE} / {META_FILE}, so this is not a reward model (a policy "
+                                  f"checkpoint?); train one with `rlpipe train-rm --model {model_dir} ...`")
+        backbone = load_pretrained(model_dir, dtype=dtype)  # a missing folder or config: its own clear error
         info = json.loads(meta.read_text())
         model = cls(backbone, view=info["view"], seq_len=info["seq_len"])
         model.score_mean, model.score_std = float(info["score_mean"]), float(info["score_std"])
@@ -381,12 +381,15 @@ def train_reward_model(cfg, *, init_dir: str | Path, data_dir: str | Path, out_d
     report: dict = {}
     if acc.is_main_process:
         rm = result.model
-        chosen, rejected = _pair_scores(rm, tokenizer, train_rows, rm_cfg.view)
+        # Train accuracy and the score statistics on at most 512 training pairs: scoring is a
+        # forward pass per response, and more pairs do not change either number much.
+        sample = train_rows[:512]
+        chosen, rejected = _pair_scores(rm, tokenizer, sample, rm_cfg.view)
         both = np.concatenate([chosen, rejected])
         rm.score_mean, rm.score_std = float(both.mean()), float(max(both.std(), 1e-6))
         report = {"view": rm_cfg.view, "steps": result.step, "resumed_from": result.resumed_from,
                   "held_out": pair_accuracy(rm, tokenizer, eval_rows) if eval_rows else None,
-                  "train": {"accuracy": float((chosen > rejected).mean()), "n": len(train_rows),
+                  "train": {"accuracy": float((chosen > rejected).mean()), "n": len(sample),
                             "margin": float((chosen - rejected).mean())},
                   "score_mean": rm.score_mean, "score_std": rm.score_std,
                   "seconds": time.perf_counter() - t0, "train_seconds": result.seconds}
@@ -469,9 +472,9 @@ class RewardModelReward:
         out: list[float | None] = [None] * len(completions)
         if not idx:
             return out
-        seqs = encode(self.tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], self.view,
-                      self.model.seq_len)
-        with self._lock:
+        with self._lock:  # the fast tokenizer is not safe to call from two threads at once either
+            seqs = encode(self.tokenizer, [prompts[i] for i in idx], [completions[i] for i in idx], self.view,
+                          self.model.seq_len)
             scores = score_sequences(self.model, seqs, self.tokenizer.pad_token_id,
                                      batch_sequences=self.batch_sequences)
         if self.normalize:
