@@ -62,7 +62,7 @@ class RewardModelConfig:
     max_steps: int = 0  # optimizer steps; 0 = derive from `epochs`
     lr: float = 1e-4
     warmup_steps: int = 5
-    micro_batch_pairs: int = 16  # pairs per optimizer step (2x as many sequences, packed)
+    micro_batch_pairs: int = 16  # pairs per optimizer step and process (2x as many sequences, packed)
     seq_len: int = 320  # longest prompt + response read; longer ones lose their START (the end is scored)
     view: Literal["full", "answer"] = "full"
     weight: float = 1.0  # weight of the (standardised) RM score in the stage-4 reward
@@ -281,14 +281,8 @@ class PreferenceSteps(SupervisedData):
 
     def micro_batches(self, step: int, rank: int = 0) -> list[dict[str, torch.Tensor]]:
         """This process's micro-batches for `step`: packed rows + last_index (2P,), chosen at even indices."""
-        idx = self.global_rows(step)
-        per_rank = self.micro_batch_size * self.grad_accum
-        mine = idx[rank * per_rank:(rank + 1) * per_rank]
-        out = []
-        for a in range(self.grad_accum):
-            pairs = [self.pairs[i] for i in mine[a * self.micro_batch_size:(a + 1) * self.micro_batch_size]]
-            out.append(pack_sequences([s for pair in pairs for s in pair], self.seq_len, self.pad_id))
-        return out
+        return [pack_sequences([s for i in idx for s in self.pairs[i]], self.seq_len, self.pad_id)
+                for idx in self.micro_batch_rows(step, rank)]
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         scores = model(**batch)  # (2P,)
