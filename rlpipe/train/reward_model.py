@@ -378,6 +378,7 @@ def train_reward_model(cfg, *, init_dir: str | Path, data_dir: str | Path, out_d
         # Train accuracy and the score statistics on at most 512 training pairs: scoring is a
         # forward pass per response, and more pairs do not change either number much.
         sample = train_rows[:512]
+        acc.print(f"reward model: scoring {len(sample)} training and {len(eval_rows)} held-out pairs")
         chosen, rejected = _pair_scores(rm, tokenizer, sample, rm_cfg.view)
         both = np.concatenate([chosen, rejected])
         rm.score_mean, rm.score_std = float(both.mean()), float(max(both.std(), 1e-6))
