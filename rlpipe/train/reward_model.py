@@ -52,15 +52,20 @@ PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 # ---------------------------------------------------------------------------- config
 @dataclass
 class RewardModelConfig:
-    """How the stage-4 reward model is trained and paid. Defaults measured on the `tiny` preset
-    (from the stage-1 checkpoint, 850 training pairs): about 2 minutes on 2 CPU cores."""
+    """How the stage-4 reward model is trained and paid.
+
+    Defaults measured on the `tiny` preset from the seed-0 stage-1 checkpoint (865 training pairs,
+    108 steps, 1.3 s/step on one free core beside an RL run; 3.5 min with scoring): held-out pair
+    accuracy 0.71 (malformed 1.00, wrong_answer 0.69, mixed_language 0.53, wrong_language 1/4), train
+    0.92. lr 1e-4 reached 0.68 (malformed 0.97, wrong_answer 0.67). Mixed-language reasoning stays at
+    chance: the rule-based language reward, not the RM, is what pays language consistency."""
 
     init_from: str = "stage-3"  # stage folder of this run, or a path to an HF checkpoint folder
     split: str = "preferences"  # datasets folder with prompt, chosen, rejected (and kind) columns
     held_out: float = 0.15  # share of pairs held out for the accuracy report, split by prompt
     epochs: float = 2.0
     max_steps: int = 0  # optimizer steps; 0 = derive from `epochs`
-    lr: float = 1e-4
+    lr: float = 3e-4
     warmup_steps: int = 5
     micro_batch_pairs: int = 16  # pairs per optimizer step and process (2x as many sequences, packed)
     seq_len: int = 320  # longest prompt + response read; longer ones lose their START (the end is scored)
