@@ -142,6 +142,9 @@ def test_pair_accuracy_reports_each_kind(trained, workspace):
     _, tok, rows = workspace
     result = pair_accuracy(load_reward_model(out), tok, rows[:40])
     assert result["n"] == 40 and sum(v["n"] for v in result["by_kind"].values()) == 40
+    # An identical pair is a tie, counted as not ordered right.
+    tie = pair_accuracy(load_reward_model(out), tok, [dict(rows[0], rejected=rows[0]["chosen"])])
+    assert (tie["accuracy"], tie["ties"]) == (0.0, 1)
     assert set(result["by_kind"]) <= {"wrong_answer", "malformed", "mixed_language", "wrong_language"}
 
 
