@@ -20,13 +20,10 @@ from rlpipe.train.reward_model import (RewardModel, RewardModelConfig, RewardMod
                                        encode, load_reward_model, main, pack_sequences, pair_accuracy,
                                        score_sequences, train_reward_model)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(vocab_size: int):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
+    """The trainer tests' two-layer MLA + MoE model (tests/_train_driver.py), sized to the tokenizer."""
     from _train_driver import tiny_model_config
 
     return tiny_model_config(vocab_size=vocab_size, max_position_embeddings=512)
@@ -145,6 +142,9 @@ def test_pair_accuracy_reports_each_kind(trained, workspace):
     _, tok, rows = workspace
     result = pair_accuracy(load_reward_model(out), tok, rows[:40])
     assert result["n"] == 40 and sum(v["n"] for v in result["by_kind"].values()) == 40
+    # An identical pair is a tie, counted as not ordered right.
+    tie = pair_accuracy(load_reward_model(out), tok, [dict(rows[0], rejected=rows[0]["chosen"])])
+    assert (tie["accuracy"], tie["ties"]) == (0.0, 1)
     assert set(result["by_kind"]) <= {"wrong_answer", "malformed", "mixed_language", "wrong_language"}
 
 

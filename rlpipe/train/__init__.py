@@ -5,6 +5,7 @@
 - `sft`: supervised data (tokenise, mask prompts, pack with segment ids, deterministic batches).
 - `checkpoint`: atomic, verified checkpoints and exact resume.
 - `lora`: optional peft LoRA with merged exports.
+- `reward_model`: the stage-4 Bradley-Terry preference reward model (imported on its own).
 """
 
 from rlpipe.train.loop import TrainResult, build_optimizer, build_scheduler, make_accelerator, seed_everything, train

@@ -201,14 +201,17 @@ class SupervisedData:
         perm = self._permutation(epoch)
         return perm[index * self.rows_per_step:(index + 1) * self.rows_per_step]
 
-    def micro_batches(self, step: int, rank: int = 0) -> list[dict[str, torch.Tensor]]:
-        """This process's grad_accum micro-batches for `step`: dicts of (micro_batch_size, seq_len) tensors."""
+    def micro_batch_rows(self, step: int, rank: int = 0) -> list[np.ndarray]:
+        """Row indices of this process's grad_accum micro-batches for `step`."""
         rows = self.global_rows(step)
         per_rank = self.micro_batch_size * self.grad_accum
         mine = rows[rank * per_rank:(rank + 1) * per_rank]
+        return [mine[a * self.micro_batch_size:(a + 1) * self.micro_batch_size] for a in range(self.grad_accum)]
+
+    def micro_batches(self, step: int, rank: int = 0) -> list[dict[str, torch.Tensor]]:
+        """This process's grad_accum micro-batches for `step`: dicts of (micro_batch_size, seq_len) tensors."""
         out = []
-        for a in range(self.grad_accum):
-            idx = mine[a * self.micro_batch_size:(a + 1) * self.micro_batch_size]
+        for idx in self.micro_batch_rows(step, rank):
             out.append({
                 "input_ids": torch.from_numpy(self.rows.input_ids[idx]),
                 "labels": torch.from_numpy(self.rows.labels[idx]),
