@@ -413,8 +413,10 @@ def accuracy_table(report: dict) -> str:
     lines = ["| kind | held-out accuracy | n | ties |", "|---|---|---|---|"]
     held = report.get("held_out")
     if held:
-        lines += [f"| {k} | {v['accuracy']:.3f} | {v['n']} | {v['ties']} |" for k, v in held["by_kind"].items()]
-        lines.append(f"| **all** | **{held['accuracy']:.3f}** | {held['n']} | {held['ties']} |")
+        # .get: rm_eval.json files written before ties were counted
+        lines += [f"| {k} | {v['accuracy']:.3f} | {v['n']} | {v.get('ties', '-')} |"
+                  for k, v in held["by_kind"].items()]
+        lines.append(f"| **all** | **{held['accuracy']:.3f}** | {held['n']} | {held.get('ties', '-')} |")
     t = report["train"]
     lines.append(f"\ntrain pair accuracy {t['accuracy']:.3f} (n={t['n']}); held-out margin "
                  f"{held['margin']:.3f}" if held else f"\ntrain pair accuracy {t['accuracy']:.3f} (n={t['n']})")
