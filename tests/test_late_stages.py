@@ -12,7 +12,6 @@
 The model is a random tiny checkpoint; the data is the real builder at a small size.
 """
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -32,17 +31,10 @@ def run_dir(tmp_path_factory):
     """runs/t with data, and a random tiny checkpoint standing in for stages 1 and 2."""
     import shutil
 
-    import data.build
-    from rlpipe.model.cli import main as init_model
+    from _artefacts import small_data_and_model
 
     root = tmp_path_factory.mktemp("late")
-    small = dataclasses.replace(data.build.SIZES["tiny"], sft=200, rl=60, eval_per_cell=1, pretrain_problems=200,
-                                pretrain_facts=40, pretrain_chat=40, nonreasoning=60, preferences=80)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(data.build.SIZES, "late-test", small)
-        assert data.build.main(["--out", str(root / "t" / "data"), "--seed", "0", "--size", "late-test"]) == 0
-    assert init_model(["--preset", "tiny", "--tokenizer", str(root / "t" / "data" / "tokenizer"),
-                       "--out", str(root / "t" / "stage-1"), "--seed", "0"]) == 0
+    small_data_and_model(root / "t" / "data", root / "t" / "stage-1", sft=200, rl=60, nonreasoning=60, preferences=80)
     shutil.copytree(root / "t" / "stage-1", root / "t" / "stage-2")
     return root
 

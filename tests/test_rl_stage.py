@@ -15,7 +15,6 @@ The model is a random tiny checkpoint (nothing to learn from in 3 steps: learnin
 `make stage-2`, not here); the data is the real builder at a small size.
 """
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -41,17 +40,10 @@ NO_EVAL = ["eval.enabled=false"]
 
 @pytest.fixture(scope="module")
 def artefacts(tmp_path_factory):
-    import data.build
-    from rlpipe.model.cli import main as init_model
+    from _artefacts import small_data_and_model
 
     root = tmp_path_factory.mktemp("rl")
-    small = dataclasses.replace(data.build.SIZES["tiny"], sft=200, rl=120, eval_per_cell=1, pretrain_problems=200,
-                                pretrain_facts=40, pretrain_chat=40, nonreasoning=10, preferences=10)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(data.build.SIZES, "rl-test", small)
-        assert data.build.main(["--out", str(root / "data"), "--seed", "0", "--size", "rl-test"]) == 0
-    assert init_model(["--preset", "tiny", "--tokenizer", str(root / "data" / "tokenizer"),
-                       "--out", str(root / "run" / "stage-1"), "--seed", "0"]) == 0
+    small_data_and_model(root / "data", root / "run" / "stage-1", sft=200, rl=120, nonreasoning=10, preferences=10)
     return root
 
 

@@ -1,7 +1,6 @@
 """Kimi prompt sampler: priority weights, EMA, curriculum, determinism, resume, drops, 2-rank merge,
 and the difficulty table (aggregation, a scripted engine through the real grader, the local backend, CLI)."""
 
-import dataclasses
 import json
 import os
 import socket
@@ -13,11 +12,10 @@ import datasets
 import numpy as np
 import pytest
 
-import data.build
+from _artefacts import small_data_and_model
 from rlpipe.cli import main as rlpipe_main
 from rlpipe.errors import CheckpointError, ConfigError, DataError, StageInputError
 from rlpipe.evaluate import grade
-from rlpipe.model.cli import main as init_model
 from rlpipe.rollout import Rollouts
 from rlpipe.sampler import (NO_THINKING, DifficultyEntry, DifficultyTable, PromptSampler, SamplerConfig,
                             difficulty_table, estimate_difficulty)
@@ -298,13 +296,8 @@ def artefacts(tmp_path_factory):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sampler")
-    small = dataclasses.replace(data.build.SIZES["tiny"], sft=300, rl=200, eval_per_cell=1, pretrain_problems=300,
-                                pretrain_facts=50, pretrain_chat=50, nonreasoning=20, preferences=20)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(data.build.SIZES, "sampler-test", small)
-        assert data.build.main(["--out", str(root / "data"), "--seed", "0", "--size", "sampler-test"]) == 0
-    assert init_model(["--preset", "tiny", "--tokenizer", str(root / "data" / "tokenizer"),
-                       "--out", str(root / "model"), "--seed", "0"]) == 0
+    small_data_and_model(root / "data", root / "model", sft=300, rl=200, pretrain_problems=300, pretrain_facts=50,
+                         pretrain_chat=50, nonreasoning=20, preferences=20)
     return root
 
 
