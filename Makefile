@@ -73,10 +73,12 @@ stage-3: setup
 stage-4: setup
 	$(PY) -m rlpipe.cli run stages/stage-4-all-scenarios-rl.yaml run=$(RUN) $(ARGS)
 
-# Held-out evaluation of any checkpoint folder: make eval CKPT=runs/tiny/stage-2 [DATA=runs/tiny/data] [ARGS="--limit 64"]
+# Held-out evaluation of any checkpoint folder: make eval CKPT=runs/tiny/stage-2 [DATA=dir] [OUT=file] [ARGS="--limit 64"]
+# DATA defaults to the data folder of the checkpoint's run (CKPT/../data); OUT to CKPT/eval_make.json
+# (the stage's own eval.json, which the run report reads, is left as it is).
 eval: setup
 	@test -n "$(CKPT)" || { echo "make eval needs CKPT=<checkpoint folder>, e.g. make eval CKPT=runs/$(RUN)/stage-2"; exit 2; }
-	$(PY) -m rlpipe.cli eval --model $(CKPT) --data $(or $(DATA),runs/$(RUN)/data) --out $(or $(OUT),$(CKPT)/eval.json) \
+	$(PY) -m rlpipe.cli eval --model $(CKPT) --data $(or $(DATA),$(CKPT)/../data) --out $(or $(OUT),$(CKPT)/eval_make.json) \
 	  --k 4 --n-samples 8 --temperature 1.0 --max-new-tokens 256 $(ARGS)
 
 # The one-page report of a run (make pipeline ends with it).
