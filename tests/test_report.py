@@ -1,0 +1,56 @@
+"""The run report from hand-made stage folders: targets met / not met with the measured gap, tables, plots."""
+
+import json
+
+from rlpipe.report import build_report, targets
+
+
+def eval_json(accuracy: float, pass_at_k: float = 0.6) -> dict:
+    cell = {"accuracy": accuracy, "pass_at_k": pass_at_k, "maj_at_n": accuracy, "mixed_groups": 0.5, "n": 4}
+    return {"overall": {"accuracy": accuracy, "pass_at_k": pass_at_k, "k": 4, "maj_at_n": accuracy, "n_samples": 8,
+                        "format_rate": 0.99, "language_consistency": 1.0, "mixing_rate": 0.0, "mean_length": 90.0,
+                        "mixed_groups": 0.5, "n": 8},
+            "by_task": {"arithmetic": {"1": cell}, "countdown": {"2": cell}}}
+
+
+def write_run(root, accuracies: dict, general=None):
+    for stage, acc in accuracies.items():
+        (root / stage).mkdir(parents=True)
+        (root / stage / "eval.json").write_text(json.dumps(eval_json(acc)))
+        (root / stage / "stage.json").write_text(json.dumps({"minutes": 1.5}))
+    if general is not None:
+        (root / "stage-4" / "general_eval.json").write_text(json.dumps(
+            {"before": {"rm_score": general[0], "exact_match": 0.1, "n": 4},
+             "after": {"rm_score": general[1], "exact_match": 0.2, "n": 4}}))
+    (root / "stage-3" / "funnel.json").write_text(json.dumps(
+        {"overall": {"sampled": 8, "correct": 4, "well_formed": 4, "clean": 3, "kept": 2},
+         "by_cell": {"arithmetic/1": {"sampled": 8, "correct": 4, "well_formed": 4, "clean": 3, "kept": 2}},
+         "dropped": {"wrong": 4, "repetitive": 1, "duplicate": 1}, "prompts_with_a_kept_sample": 2}))
+
+
+def test_targets_say_met_or_not_with_the_gap(tmp_path):
+    write_run(tmp_path, {"stage-1": 0.50, "stage-2": 0.53, "stage-3": 0.50, "stage-4": 0.49}, general=(0.3, 0.2))
+    from rlpipe.report import collect
+
+    got = {name: (ok, fig) for name, ok, fig in targets(collect(tmp_path))}
+    assert got["stage 2 >= stage 1 + 0.10"] == (False, "0.500 -> 0.530 (+0.030)")
+    assert got["stage 3 >= stage 2 - 0.02"] == (False, "0.530 -> 0.500 (-0.030)")
+    assert got["stage 4 within 0.02 of stage 3 (reasoning)"] == (True, "0.500 -> 0.490 (-0.010)")
+    assert got["stage 4 raises the RM score on general prompts"] == (False, "0.300 -> 0.200 (-0.100)")
+
+
+def test_report_page_and_plots(tmp_path):
+    write_run(tmp_path, {"stage-1": 0.40, "stage-2": 0.55, "stage-3": 0.54, "stage-4": 0.56}, general=(0.1, 0.4))
+    page = build_report(tmp_path).read_text()
+    assert "| stage 2 >= stage 1 + 0.10 | yes | 0.400 -> 0.550 (+0.150) |" in page
+    assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 |" in page
+    assert "| arithmetic 1 | 0.40 / 0.60 | 0.55 / 0.60 | 0.54 / 0.60 | 0.56 / 0.60 |" in page
+    assert "Stages not run yet: stage-0 (base)." in page and "| all | 8 | 4 | 4 | 3 | 2 | 0.25 |" in page
+    for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_stages_are_lines_not_errors(tmp_path):
+    (tmp_path / "stage-1").mkdir()
+    page = build_report(tmp_path).read_text()
+    assert "| stage 2 >= stage 1 + 0.10 | - | needs stage-2 and stage-1 evaluated |" in page
