@@ -115,20 +115,6 @@ def trl_rows(data: Path, tokenizer) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- measurement helpers
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matmul FLOP/s on this machine now (best of `repeats`)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 def active_parameters(model_dir: Path) -> tuple[int, int]:
     """(active, total) parameters of the checkpoint, counted as the module docstring says."""
     from safetensors import safe_open
@@ -436,31 +422,32 @@ def run_ours(args, data: Path, round_: int, env: dict) -> dict:
     return {**proc, "steps": steps, "outside_steps_s": proc["wall_s"] - sum(s["step_seconds"] for s in steps)}
 
 
-def run_trl(args, data: Path, round_: int, env: dict, mode: str) -> dict:
-    log = Path(args.scratch) / f"trl-{mode}-{round_}.log"
-    result = Path(args.scratch) / f"trl-{mode}-{round_}.json"
+def run_worker(args, data: Path, env: dict, name: str, flags: list[str]) -> tuple[dict, Path, dict | None]:
+    """Run this script as `--worker ...` with `flags`: (process record, its log, its JSON result or None)."""
+    log = Path(args.scratch) / f"{name}.log"
+    result = Path(args.scratch) / f"{name}.json"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--worker", "trl", "--trl-mode", mode, "--result", str(result),
-           *worker_args(args, data)]
+    cmd = [sys.executable, __file__, "--worker", *flags, "--result", str(result), *worker_args(args, data)]
     proc = run_process(cmd, env, log, args.timeout)
-    if proc["rc"] != 0 or not result.is_file():
+    ok = proc["rc"] == 0 and result.is_file()
+    return proc, log, json.loads(result.read_text()) if ok else None
+
+
+def run_trl(args, data: Path, round_: int, env: dict, mode: str) -> dict:
+    proc, log, result = run_worker(args, data, env, f"trl-{mode}-{round_}", ["trl", "--trl-mode", mode])
+    if result is None:
         why = "timed out" if proc["timed_out"] else f"exit code {proc['rc']}"
         raise SideFailed(f"trl ({mode})", f"{why}; log {log}:\n{tail(log)}")
-    run = {**proc, **json.loads(result.read_text())}
+    run = {**proc, **result}
     run["outside_steps_s"] = proc["wall_s"] - sum(s["step_seconds"] for s in run["steps"])
     return run
 
 
 def run_rollout(args, data: Path, backend: str, env: dict) -> dict:
-    log = Path(args.scratch) / f"rollout-{backend}.log"
-    result = Path(args.scratch) / f"rollout-{backend}.json"
-    result.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--worker", "rollout", "--backend", backend, "--result", str(result),
-           *worker_args(args, data)]
-    proc = run_process(cmd, env, log, args.timeout)
-    if proc["rc"] != 0 or not result.is_file():
+    proc, log, result = run_worker(args, data, env, f"rollout-{backend}", ["rollout", "--backend", backend])
+    if result is None:
         return {"error": f"exit code {proc['rc']}; log {log}:\n{tail(log, 8)}"}
-    return {**json.loads(result.read_text()), "others_cpu_share": proc["others_cpu_share"]}
+    return {**result, "others_cpu_share": proc["others_cpu_share"]}
 
 
 def step_parts(step: dict) -> dict:
@@ -542,6 +529,8 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    from _flops import matmul_peak_flops
+
     peak = matmul_peak_flops()
     from rlpipe.tokenizer import load_tokenizer
 

@@ -39,6 +39,8 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
 
 import torch  # noqa: E402
 
+from _flops import matmul_peak_flops  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rlpipe.model import ModelConfig, Transformer, generate, load_pretrained  # noqa: E402
 
@@ -71,17 +73,6 @@ class PeakRSS:
         self._thread.join()
         self.peak = max(self.peak, rss_bytes())
         self.delta = self.peak - self.base
-
-
-def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def forward_flops_per_token(c: ModelConfig, seq_len: int, with_mtp: bool) -> float:
