@@ -81,9 +81,10 @@ eval: setup
 	$(PY) -m rlpipe.cli eval --model $(CKPT) --data $(or $(DATA),$(CKPT)/../data) --out $(or $(OUT),$(CKPT)/eval_make.json) \
 	  --k 4 --n-samples 8 --temperature 1.0 --max-new-tokens 256 $(ARGS)
 
-# The one-page report of a run (make pipeline ends with it).
+# The one-page report of a run (make pipeline ends with it); RUNS="s0 s1 s2" also writes
+# runs/runs_report.md, the runs side by side (per-stage accuracy, targets, spread across seeds).
 report: setup
-	$(PY) -m rlpipe.cli report --run runs/$(RUN)
+	$(PY) -m rlpipe.cli report $(foreach r,$(or $(RUNS),$(RUN)),--run runs/$(r))
 
 # Every stage, in order, then the report.
 pipeline: setup

@@ -12,7 +12,8 @@ Any other numeric series a stage logs goes to `metrics.png`, one panel each.
 Stage 4: `rm_vs_rule.png` (the RM's score of rule-right vs rule-wrong reasoning completions and
 its AUC over steps). The run report (`rlpipe.report`): `stages_accuracy.png` (per-stage greedy
 accuracy and pass@k per task), `stages_overall.png` (format, language, length per stage) and
-`funnel.png` (the stage-3 rejection funnel per task).
+`funnel.png` (the stage-3 rejection funnel per task). Across runs (`rlpipe report --run A --run B`):
+`runs_accuracy.png` (held-out greedy accuracy per stage, one line per run, e.g. per data seed).
 """
 
 from __future__ import annotations
@@ -291,4 +292,20 @@ def plot_funnel(funnel: dict, out: Path) -> Path | None:
     ax.set_title("stage 3 rejection sampling: samples reaching each filter", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)
+
+
+def plot_runs_accuracy(accuracy: dict[str, dict[str, float]], out: Path) -> Path | None:
+    """Held-out greedy accuracy per stage, one line per run: does a stage's change hold on every seed?"""
+    stages = sorted({s for per_run in accuracy.values() for s in per_run})
+    if not stages:
+        return None
+    fig, ax = plt.subplots(figsize=(1.3 * len(stages) + 2.5, 3.4))
+    for run, per_stage in accuracy.items():
+        xs = [i for i, s in enumerate(stages) if s in per_stage]
+        ax.plot(xs, [per_stage[stages[i]] for i in xs], marker="o", label=run)
+    ax.set_xticks(range(len(stages)), stages, fontsize=8)
+    ax.set_ylabel("held-out greedy accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, out)

@@ -12,12 +12,21 @@ stage 2 at least `rl_margin` above stage 1; stage 3 at least stage 2 minus 2 poi
 2 points of stage 3 on reasoning while raising the RM score on general prompts.
 
     rlpipe report --run runs/tiny        (also the last step of `make pipeline`)
+
+Several runs (e.g. the same recipe on data seeds 0, 1, 2) also get one page side by side,
+`runs_report.md` beside them: each run's held-out greedy accuracy per stage, each target per run and
+how many runs meet it, the mean and spread of every stage-to-stage change, and one evaluation's
+binomial standard error, so a change is read against its noise:
+
+    rlpipe report --run runs/s0 --run runs/s1 --run runs/s2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 from pathlib import Path
 
 STAGE_NAMES = {"stage-0": "base", "stage-1": "cold start SFT", "stage-2": "reasoning RL", "stage-3": "rejection SFT",
@@ -147,18 +156,70 @@ def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
     return path
 
 
+def build_runs_report(run_dirs: list[str | Path], out: str | Path, rl_margin: float = 0.10) -> Path:
+    """One page comparing runs of the same recipe (e.g. data seeds): per-stage accuracy, targets, spread."""
+    from rlpipe.plots import plot_runs_accuracy
+
+    runs = {Path(r).name: collect(Path(r)) for r in run_dirs}
+    acc = {run: {s: e["overall"]["accuracy"] for s, e in data["evals"].items()} for run, data in runs.items()}
+    stages = [s for s in STAGE_NAMES if any(s in a for a in acc.values())]
+    out = Path(out)
+    parts = [f"# rlpipe: {len(runs)} runs side by side ({', '.join(runs)})", "",
+             "## Held-out greedy accuracy per stage", "",
+             "| run | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    parts += [f"| {run} | " + " | ".join(f"{a[s]:.3f}" if s in a else "-" for s in stages) + " |"
+              for run, a in acc.items()]
+    # One evaluation's binomial standard error at the accuracies seen: sqrt(p (1 - p) / n).
+    ns = [e["overall"]["n"] for data in runs.values() for e in data["evals"].values()]
+    ps = [a for per_run in acc.values() for a in per_run.values()]
+    if ns:
+        se = max(math.sqrt(p * (1 - p) / n) for p, n in zip(ps, ns))
+        parts += ["", f"One evaluation of {min(ns)}-{max(ns)} prompts has a standard error of at most {se:.3f}; "
+                      f"a change between two stages of one run is about {se * math.sqrt(2):.3f} (1 sigma)."]
+    plot_runs_accuracy(acc, out.with_name(out.stem + "_accuracy.png"))
+    parts += ["", f"![accuracy per stage]({out.stem}_accuracy.png)", "", "## Stage-to-stage changes", "",
+              "| change | " + " | ".join(runs) + " | mean | spread (sd) |", "|---|" + "---|" * (len(runs) + 2)]
+    for a, b in zip(stages, stages[1:]):
+        deltas = {run: x[b] - x[a] for run, x in acc.items() if a in x and b in x}
+        if not deltas:
+            continue
+        vals = list(deltas.values())
+        sd = f"{statistics.stdev(vals):.3f}" if len(vals) > 1 else "-"
+        parts.append(f"| {a} -> {b} | " + " | ".join(f"{deltas[r]:+.3f}" if r in deltas else "-" for r in runs)
+                     + f" | {statistics.mean(vals):+.3f} | {sd} |")
+    parts += ["", "## Targets per run", "", "| target | " + " | ".join(runs) + " | met on |",
+              "|---|" + "---|" * (len(runs) + 1)]
+    verdicts = {run: {name: (ok, fig) for name, ok, fig in targets(data, rl_margin)} for run, data in runs.items()}
+    for name in next(iter(verdicts.values())):
+        cells = [verdicts[r][name] for r in runs]
+        shown = [fig if ok is None else f"{'yes' if ok else 'NO'}: {fig}" for ok, fig in cells]
+        measured = [ok for ok, _ in cells if ok is not None]
+        parts.append(f"| {name} | " + " | ".join(shown) + f" | {sum(measured)} of {len(measured)} measured |")
+    out.write_text("\n".join(parts) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlpipe report", description="the run report: runs/<run>/report.md")
-    parser.add_argument("--run", required=True, help="run folder, e.g. runs/tiny")
+    parser.add_argument("--run", required=True, action="append",
+                        help="run folder, e.g. runs/tiny; repeat it to compare runs (data seeds) on one page")
+    parser.add_argument("--out", help="the side-by-side page of several runs (default: runs_report.md beside them)")
     parser.add_argument("--rl-margin", type=float, default=0.10, help="stage-2 target over stage 1")
     args = parser.parse_args(argv)
-    if not Path(args.run).is_dir():
-        print(f"rlpipe report: {args.run} is not a run folder; run `make pipeline RUN=<name>` first")
-        return 2
-    path = build_report(args.run, args.rl_margin)
-    print(path.read_text())
-    print(f"wrote {path}")
+    for run in args.run:
+        if not Path(run).is_dir():
+            print(f"rlpipe report: {run} is not a run folder; run `make pipeline RUN=<name>` first")
+            return 2
+    for run in args.run:
+        path = build_report(run, args.rl_margin)
+        if len(args.run) == 1:
+            print(path.read_text())
+        print(f"wrote {path}")
+    if len(args.run) > 1:
+        path = build_runs_report(args.run, args.out or Path(args.run[0]).parent / "runs_report.md", args.rl_margin)
+        print(path.read_text())
+        print(f"wrote {path}")
     return 0
 
 
-__all__ = ["build_report", "collect", "main", "targets"]
+__all__ = ["build_report", "build_runs_report", "collect", "main", "targets"]

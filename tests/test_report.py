@@ -22,6 +22,8 @@ def write_run(root, accuracies: dict, general=None):
         (root / "stage-4" / "general_eval.json").write_text(json.dumps(
             {"before": {"rm_score": general[0], "exact_match": 0.1, "n": 4},
              "after": {"rm_score": general[1], "exact_match": 0.2, "n": 4}}))
+    if "stage-3" not in accuracies:
+        return
     (root / "stage-3" / "funnel.json").write_text(json.dumps(
         {"overall": {"sampled": 8, "correct": 4, "well_formed": 4, "clean": 3, "kept": 2},
          "by_cell": {"arithmetic/1": {"sampled": 8, "correct": 4, "well_formed": 4, "clean": 3, "kept": 2}},
@@ -54,3 +56,25 @@ def test_missing_stages_are_lines_not_errors(tmp_path):
     (tmp_path / "stage-1").mkdir()
     page = build_report(tmp_path).read_text()
     assert "| stage 2 >= stage 1 + 0.10 | - | needs stage-2 and stage-1 evaluated |" in page
+
+
+def test_runs_side_by_side_page(tmp_path):
+    """Three seeds of one recipe: per-stage accuracy, each change's mean and spread, targets met on k of n."""
+    from rlpipe.report import main
+
+    write_run(tmp_path / "s0", {"stage-1": 0.50, "stage-2": 0.62, "stage-3": 0.61, "stage-4": 0.62}, general=(0.1, 0.3))
+    write_run(tmp_path / "s1", {"stage-1": 0.40, "stage-2": 0.44, "stage-3": 0.45}, general=None)
+    write_run(tmp_path / "s2", {"stage-1": 0.30, "stage-2": 0.38})
+    assert main(["--run", str(tmp_path / "s0"), "--run", str(tmp_path / "s1"), "--run", str(tmp_path / "s2")]) == 0
+    page = (tmp_path / "runs_report.md").read_text()
+    assert "| s1 | 0.400 | 0.440 | 0.450 | - |" in page
+    # stage-1 -> stage-2: +0.12, +0.04, +0.08: mean +0.080, sample sd 0.040.
+    assert "| stage-1 -> stage-2 | +0.120 | +0.040 | +0.080 | +0.080 | 0.040 |" in page
+    assert "| stage-3 -> stage-4 | +0.010 | - | - | +0.010 | - |" in page
+    assert ("| stage 2 >= stage 1 + 0.10 | yes: 0.500 -> 0.620 (+0.120) | NO: 0.400 -> 0.440 (+0.040) | "
+            "NO: 0.300 -> 0.380 (+0.080) | 1 of 3 measured |") in page
+    assert "| stage 4 raises the RM score on general prompts | yes: 0.100 -> 0.300 (+0.200) | stage 4 not evaluated" in page
+    # n = 8 prompts in these hand-made evals: at p = 0.5 the standard error is sqrt(0.25 / 8) = 0.177.
+    assert "standard error of at most 0.177" in page
+    assert (tmp_path / "runs_report_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "s2" / "report.md").is_file()  # each run's own page is (re)built too
