@@ -2,7 +2,7 @@
 
 Read from the stage folders (whatever exists; a missing stage is a line, not an error):
 `stage-N/eval.json` (held-out evaluation, one shape for every stage), `stage-N/stage.json` (finished
-marker: wall minutes), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
+marker: wall minutes, peak RSS), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
 (RM pair accuracy per kind), `stage-4/general_eval.json` (RM score on held-out general prompts
 before/after) and `stage-4/rm_vs_rule.json` (the reward-hacking guard). Each RL stage's own curves
 (`rl_curves.png`, `success_heatmap.png`) are linked, not redrawn.
@@ -39,7 +39,7 @@ def _load(path: Path) -> dict | None:
 
 def collect(run_dir: Path) -> dict:
     """Everything the report shows, from the run's stage folders."""
-    evals, minutes = {}, {}
+    evals, minutes, rss = {}, {}, {}
     for stage in STAGE_NAMES:
         e = _load(run_dir / stage / "eval.json")
         if e is not None:
@@ -47,7 +47,8 @@ def collect(run_dir: Path) -> dict:
         marker = _load(run_dir / stage / "stage.json")
         if marker is not None:
             minutes[stage] = marker.get("minutes")
-    return {"evals": evals, "minutes": minutes, "funnel": _load(run_dir / "stage-3" / "funnel.json"),
+            rss[stage] = marker.get("peak_rss_gb")
+    return {"evals": evals, "minutes": minutes, "peak_rss_gb": rss, "funnel": _load(run_dir / "stage-3" / "funnel.json"),
             "rm": _load(run_dir / "stage-4" / "reward_model" / "rm_eval.json"),
             "general": _load(run_dir / "stage-4" / "general_eval.json"),
             "guard": _load(run_dir / "stage-4" / "rm_vs_rule.json")}
@@ -80,15 +81,15 @@ def targets(data: dict, rl_margin: float = 0.10) -> list[tuple[str, bool | None,
     return out
 
 
-def overall_table(evals: dict[str, dict], minutes: dict[str, float]) -> str:
-    lines = ["| stage | greedy | pass@k | maj@n | format | language consistency | mixing | mean length | minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def overall_table(evals: dict[str, dict], minutes: dict[str, float], rss: dict[str, float]) -> str:
+    lines = ["| stage | greedy | pass@k | maj@n | format | language consistency | mixing | mean length | minutes "
+             "| peak RSS GB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for stage, e in evals.items():
         o = e["overall"]
         maj = f"{o['maj_at_n']:.3f}" if "maj_at_n" in o else "-"
         lines.append(f"| {stage} ({STAGE_NAMES[stage]}) | {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {maj} | "
                      f"{o['format_rate']:.3f} | {o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | "
-                     f"{o['mean_length']:.1f} | {minutes.get(stage, '-')} |")
+                     f"{o['mean_length']:.1f} | {minutes.get(stage) or '-'} | {rss.get(stage) or '-'} |")
     return "\n".join(lines)
 
 
@@ -128,7 +129,7 @@ def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
         plot_stages_overall(evals, run_dir / "stages_overall.png")
         n = next(iter(evals.values()))["overall"]["n"]
         parts += [f"## Held-out evaluation ({n} prompts, same split and grader for every stage)", "",
-                  overall_table(evals, data["minutes"]), "", "![per task](stages_accuracy.png)", "",
+                  overall_table(evals, data["minutes"], data["peak_rss_gb"]), "", "![per task](stages_accuracy.png)", "",
                   "![overall](stages_overall.png)", "", "Greedy accuracy / pass@k per task and level:", "",
                   per_task_table(evals), ""]
     curves = [(s, f) for s in ("stage-2", "stage-4") for f in ("rl_curves.png", "success_heatmap.png")

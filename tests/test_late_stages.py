@@ -90,6 +90,8 @@ def test_stage3_then_stage4_then_the_report(run_dir):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "eval.json", "report.md",
                  "stage.json"):
         assert (s3 / name).is_file(), name
+    marker = json.loads((s3 / "stage.json").read_text())
+    assert marker["minutes"] > 0 and 0.3 < marker["peak_rss_gb"] < 8  # the trainer process with its vLLM engine
     report = (s3 / "report.md").read_text()
     assert "Rejection-sampling funnel" in report and "| all | 48 |" in report
     sft = datasets.load_from_disk(str(s3 / "sft_data"))

@@ -17,7 +17,7 @@ def write_run(root, accuracies: dict, general=None):
     for stage, acc in accuracies.items():
         (root / stage).mkdir(parents=True)
         (root / stage / "eval.json").write_text(json.dumps(eval_json(acc)))
-        (root / stage / "stage.json").write_text(json.dumps({"minutes": 1.5}))
+        (root / stage / "stage.json").write_text(json.dumps({"minutes": 1.5, "peak_rss_gb": 2.5}))
     if general is not None:
         (root / "stage-4" / "general_eval.json").write_text(json.dumps(
             {"before": {"rm_score": general[0], "exact_match": 0.1, "n": 4},
@@ -45,7 +45,7 @@ def test_report_page_and_plots(tmp_path):
     write_run(tmp_path, {"stage-1": 0.40, "stage-2": 0.55, "stage-3": 0.54, "stage-4": 0.56}, general=(0.1, 0.4))
     page = build_report(tmp_path).read_text()
     assert "| stage 2 >= stage 1 + 0.10 | yes | 0.400 -> 0.550 (+0.150) |" in page
-    assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 |" in page
+    assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 | 0.990 | 1.000 | 0.000 | 90.0 | 1.5 | 2.5 |" in page
     assert "| arithmetic 1 | 0.40 / 0.60 | 0.55 / 0.60 | 0.54 / 0.60 | 0.56 / 0.60 |" in page
     assert "Stages not run yet: stage-0 (base)." in page and "| all | 8 | 4 | 4 | 3 | 2 | 0.25 |" in page
     for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png"):

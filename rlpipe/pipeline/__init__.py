@@ -5,7 +5,8 @@
 and call its `run(cfg)`. User errors (`rlpipe.errors.RlpipeError`: bad recipe, missing input stage,
 malformed checkpoint or data) end in one message, exit 2.
 
-A stage that ends writes `stage.json` (`FINISHED`) into its folder. Running it again then says so
+A stage that ends writes `stage.json` (`FINISHED`) into its folder, with its wall minutes and the
+peak resident memory of its largest process (this one: the trainer with its in-process vLLM engine). Running it again then says so
 and does nothing, unless `redo=true`, which deletes the stage folder and runs it from scratch. An
 interrupted stage has no `stage.json`: running it again resumes from its last checkpoint.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -25,6 +27,11 @@ FINISHED = "stage.json"
 
 def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
+
+
+def _peak_rss_gb() -> float:
+    """The largest resident set of this process or any child it waited for (ru_maxrss is in KiB on Linux)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
 
 
 def run_stage(argv: list[str] | None = None) -> int:
@@ -51,6 +58,7 @@ def run_stage(argv: list[str] | None = None) -> int:
         if _is_rank0() and cfg.out_dir.exists():
             marker.write_text(json.dumps({"stage": cfg.stage, "run": cfg.run, "recipe": argv[0],
                                           "overrides": argv[1:], "minutes": round((time.time() - t0) / 60, 2),
+                                          "peak_rss_gb": round(_peak_rss_gb(), 2),
                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
     except RlpipeError as err:  # a user error: one line naming the file and the fix
         print(f"rlpipe run: {err}", file=sys.stderr)
