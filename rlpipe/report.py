@@ -149,6 +149,11 @@ def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
         parts += [f"General prompts ({g['after']['n']} held out, greedy): RM score {g['before']['rm_score']:.3f} -> "
                   f"{g['after']['rm_score']:.3f}, exact match with the reference {g['before']['exact_match']:.3f} "
                   f"-> {g['after']['exact_match']:.3f}.", ""]
+        if g["after"]["rm_score"] > g["before"]["rm_score"] and g["after"]["exact_match"] < g["before"]["exact_match"]:
+            # R1's warning about long RM-driven training: the learned score rose while agreement with the
+            # reference answers fell, so the policy found what the RM likes rather than what is right.
+            parts += ["**Reward-hacking sign**: the RM score rose while exact match with the references fell; "
+                      "shorten the RM phase (`reward_model.start_step`) or lower `reward_model.weight`.", ""]
     if data["guard"] and (run_dir / "stage-4" / "rm_vs_rule.png").exists():
         parts += ["Reward-hacking guard (RM vs the rule on the same reasoning completions):", "",
                   "![rm vs rule](stage-4/rm_vs_rule.png)", ""]

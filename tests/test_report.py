@@ -13,15 +13,15 @@ def eval_json(accuracy: float, pass_at_k: float = 0.6) -> dict:
             "by_task": {"arithmetic": {"1": cell}, "countdown": {"2": cell}}}
 
 
-def write_run(root, accuracies: dict, general=None):
+def write_run(root, accuracies: dict, general=None, exact=(0.1, 0.2)):
     for stage, acc in accuracies.items():
         (root / stage).mkdir(parents=True)
         (root / stage / "eval.json").write_text(json.dumps(eval_json(acc)))
         (root / stage / "stage.json").write_text(json.dumps({"minutes": 1.5, "peak_rss_gb": 2.5}))
     if general is not None:
         (root / "stage-4" / "general_eval.json").write_text(json.dumps(
-            {"before": {"rm_score": general[0], "exact_match": 0.1, "n": 4},
-             "after": {"rm_score": general[1], "exact_match": 0.2, "n": 4}}))
+            {"before": {"rm_score": general[0], "exact_match": exact[0], "n": 4},
+             "after": {"rm_score": general[1], "exact_match": exact[1], "n": 4}}))
     if "stage-3" not in accuracies:
         return
     (root / "stage-3" / "funnel.json").write_text(json.dumps(
@@ -44,6 +44,7 @@ def test_targets_say_met_or_not_with_the_gap(tmp_path):
 def test_report_page_and_plots(tmp_path):
     write_run(tmp_path, {"stage-1": 0.40, "stage-2": 0.55, "stage-3": 0.54, "stage-4": 0.56}, general=(0.1, 0.4))
     page = build_report(tmp_path).read_text()
+    assert "Reward-hacking sign" not in page  # the RM score and exact match both rose
     assert "| stage 2 >= stage 1 + 0.10 | yes | 0.400 -> 0.550 (+0.150) |" in page
     assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 | 0.990 | 1.000 | 0.000 | 90.0 | 1.5 | 2.5 |" in page
     assert "| arithmetic 1 | 0.40 / 0.60 | 0.55 / 0.60 | 0.54 / 0.60 | 0.56 / 0.60 |" in page
@@ -62,7 +63,8 @@ def test_runs_side_by_side_page(tmp_path):
     """Three seeds of one recipe: per-stage accuracy, each change's mean and spread, targets met on k of n."""
     from rlpipe.report import main
 
-    write_run(tmp_path / "s0", {"stage-1": 0.50, "stage-2": 0.62, "stage-3": 0.61, "stage-4": 0.62}, general=(0.1, 0.3))
+    write_run(tmp_path / "s0", {"stage-1": 0.50, "stage-2": 0.62, "stage-3": 0.61, "stage-4": 0.62}, general=(0.1, 0.3),
+              exact=(0.2, 0.1))
     write_run(tmp_path / "s1", {"stage-1": 0.40, "stage-2": 0.44, "stage-3": 0.45}, general=None)
     write_run(tmp_path / "s2", {"stage-1": 0.30, "stage-2": 0.38})
     assert main(["--run", str(tmp_path / "s0"), "--run", str(tmp_path / "s1"), "--run", str(tmp_path / "s2")]) == 0
@@ -74,6 +76,8 @@ def test_runs_side_by_side_page(tmp_path):
     assert ("| stage 2 >= stage 1 + 0.10 | yes: 0.500 -> 0.620 (+0.120) | NO: 0.400 -> 0.440 (+0.040) | "
             "NO: 0.300 -> 0.380 (+0.080) | 1 of 3 measured |") in page
     assert "| stage 4 raises the RM score on general prompts | yes: 0.100 -> 0.300 (+0.200) | stage 4 not evaluated" in page
+    # s0's exact match fell (0.2 -> 0.1) while its RM score rose: its own page says so.
+    assert "Reward-hacking sign" in (tmp_path / "s0" / "report.md").read_text()
     # n = 8 prompts in these hand-made evals: at p = 0.5 the standard error is sqrt(0.25 / 8) = 0.177.
     assert "standard error of at most 0.177" in page
     assert (tmp_path / "runs_report_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
