@@ -61,7 +61,7 @@ class GRPOConfig(LossConfig):
     overlong: Literal["none", "mask", "shape"] = "none"
     overlong_buffer: int = 64  # DAPO's soft punishment interval (tokens) for overlong: shape
     routing_replay: bool = True  # replay the rollout's experts in the inner iterations (mu > 1)
-    expert_bias: Literal["freeze", "sign", "rollout"] = "freeze"
+    expert_bias: Literal["freeze", "sign", "rollout"] = "sign"  # measured: stages/stage-2-reasoning-rl.yaml
     expert_bias_gamma: float | None = None  # None: the model's bias_update_speed
     ref_reset_every: int = 0  # reset the KL reference to the policy every N steps (R1: 400); 0 = never
     micro_batch_rows: int = 8  # packed rows per micro-batch
