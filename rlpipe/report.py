@@ -180,7 +180,8 @@ def build_runs_report(run_dirs: list[str | Path], out: str | Path, rl_margin: fl
     ps = [a for per_run in acc.values() for a in per_run.values()]
     if ns:
         se = max(math.sqrt(p * (1 - p) / n) for p, n in zip(ps, ns))
-        parts += ["", f"One evaluation of {min(ns)}-{max(ns)} prompts has a standard error of at most {se:.3f}; "
+        sizes = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
+        parts += ["", f"One evaluation of {sizes} prompts has a standard error of at most {se:.3f}; "
                       f"a change between two stages of one run is about {se * math.sqrt(2):.3f} (1 sigma)."]
     plot_runs_accuracy(acc, out.with_name(out.stem + "_accuracy.png"))
     parts += ["", f"![accuracy per stage]({out.stem}_accuracy.png)", "", "## Stage-to-stage changes", "",
