@@ -295,9 +295,8 @@ def plot_funnel(funnel: dict, out: Path) -> Path | None:
     return _save(fig, out)
 
 
-def plot_runs_accuracy(accuracy: dict[str, dict[str, float]], out: Path) -> Path | None:
-    """Held-out greedy accuracy per stage, one line per run: does a stage's change hold on every seed?"""
-    stages = sorted({s for per_run in accuracy.values() for s in per_run})
+def plot_runs_accuracy(accuracy: dict[str, dict[str, float]], stages: list[str], out: Path) -> Path | None:
+    """Held-out greedy accuracy per stage (in `stages` order), one line per run: does a change hold on every seed?"""
     if not stages:
         return None
     fig, ax = plt.subplots(figsize=(1.3 * len(stages) + 2.5, 3.4))

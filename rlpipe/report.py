@@ -176,14 +176,14 @@ def build_runs_report(run_dirs: list[str | Path], out: str | Path, rl_margin: fl
     parts += [f"| {run} | " + " | ".join(f"{a[s]:.3f}" if s in a else "-" for s in stages) + " |"
               for run, a in acc.items()]
     # One evaluation's binomial standard error at the accuracies seen: sqrt(p (1 - p) / n).
-    ns = [e["overall"]["n"] for data in runs.values() for e in data["evals"].values()]
-    ps = [a for per_run in acc.values() for a in per_run.values()]
-    if ns:
-        se = max(math.sqrt(p * (1 - p) / n) for p, n in zip(ps, ns))
+    overall = [e["overall"] for data in runs.values() for e in data["evals"].values()]
+    if overall:
+        ns = [o["n"] for o in overall]
+        se = max(math.sqrt(o["accuracy"] * (1 - o["accuracy"]) / o["n"]) for o in overall)
         sizes = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
         parts += ["", f"One evaluation of {sizes} prompts has a standard error of at most {se:.3f}; "
                       f"a change between two stages of one run is about {se * math.sqrt(2):.3f} (1 sigma)."]
-    plot_runs_accuracy(acc, out.with_name(out.stem + "_accuracy.png"))
+    plot_runs_accuracy(acc, stages, out.with_name(out.stem + "_accuracy.png"))
     parts += ["", f"![accuracy per stage]({out.stem}_accuracy.png)", "", "## Stage-to-stage changes", "",
               "| change | " + " | ".join(runs) + " | mean | spread (sd) |", "|---|" + "---|" * (len(runs) + 2)]
     for a, b in zip(stages, stages[1:]):

@@ -6,9 +6,10 @@ and call its `run(cfg)`. User errors (`rlpipe.errors.RlpipeError`: bad recipe, m
 malformed checkpoint or data) end in one message, exit 2.
 
 A stage that ends writes `stage.json` (`FINISHED`) into its folder, with its wall minutes and the
-peak resident memory of its largest process (this one: the trainer with its in-process vLLM engine). Running it again then says so
-and does nothing, unless `redo=true`, which deletes the stage folder and runs it from scratch. An
-interrupted stage has no `stage.json`: running it again resumes from its last checkpoint.
+peak resident memory of its largest process (this one: the trainer with its in-process vLLM engine).
+Running it again then says so and does nothing, unless `redo=true`, which deletes the stage folder
+and runs it from scratch. An interrupted stage has no `stage.json`: running it again resumes from
+its last checkpoint.
 """
 
 from __future__ import annotations
