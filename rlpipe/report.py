@@ -2,7 +2,7 @@
 
 Read from the stage folders (whatever exists; a missing stage is a line, not an error):
 `stage-N/eval.json` (held-out evaluation, one shape for every stage), `stage-N/stage.json` (finished
-marker: wall minutes, peak RSS), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
+marker: wall minutes, peak RSS), `stage-0/heldout_loss.json` (the base's held-out solution loss), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
 (RM pair accuracy per kind), `stage-4/general_eval.json` (RM score on held-out general prompts
 before/after) and `stage-4/rm_vs_rule.json` (the reward-hacking guard). Each RL stage's own curves
 (`rl_curves.png`, `success_heatmap.png`) are linked, not redrawn.
@@ -49,6 +49,7 @@ def collect(run_dir: Path) -> dict:
             minutes[stage] = marker.get("minutes")
             rss[stage] = marker.get("peak_rss_gb")
     return {"evals": evals, "minutes": minutes, "peak_rss_gb": rss, "funnel": _load(run_dir / "stage-3" / "funnel.json"),
+            "base": _load(run_dir / "stage-0" / "heldout_loss.json"),
             "rm": _load(run_dir / "stage-4" / "reward_model" / "rm_eval.json"),
             "general": _load(run_dir / "stage-4" / "general_eval.json"),
             "guard": _load(run_dir / "stage-4" / "rm_vs_rule.json")}
@@ -132,6 +133,9 @@ def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
                   overall_table(evals, data["minutes"], data["peak_rss_gb"]), "", "![per task](stages_accuracy.png)", "",
                   "![overall](stages_overall.png)", "", "Greedy accuracy / pass@k per task and level:", "",
                   per_task_table(evals), ""]
+    if data["base"]:
+        parts += [f"Base model (stage 0): held-out solution loss {data['base']['loss']:.3f} nats per token "
+                  "(lower is a stronger base; see the stage-0 report).", ""]
     curves = [(s, f) for s in ("stage-2", "stage-4") for f in ("rl_curves.png", "success_heatmap.png")
               if (run_dir / s / f).exists()]
     if curves:
@@ -175,6 +179,10 @@ def build_runs_report(run_dirs: list[str | Path], out: str | Path, rl_margin: fl
              "| run | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     parts += [f"| {run} | " + " | ".join(f"{a[s]:.3f}" if s in a else "-" for s in stages) + " |"
               for run, a in acc.items()]
+    base = {run: data["base"]["loss"] for run, data in runs.items() if data["base"]}
+    if base:
+        parts += ["", "Base model (stage 0), held-out solution loss in nats per token (lower is stronger): "
+                  + ", ".join(f"{run} {loss:.3f}" for run, loss in base.items()) + "."]
     # One evaluation's binomial standard error at the accuracies seen: sqrt(p (1 - p) / n).
     overall = [e["overall"] for data in runs.values() for e in data["evals"].values()]
     if overall:

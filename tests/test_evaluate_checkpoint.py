@@ -81,3 +81,30 @@ def test_cli_with_vllm_backend(artefacts, tmp_path):
 def test_missing_split_is_one_clear_error(artefacts, tmp_path):
     with pytest.raises(FileNotFoundError, match="rlpipe data build"):
         evaluate_checkpoint(artefacts / "model", tmp_path, None, EvalConfig(backend="local"))
+
+
+def test_solution_loss_is_the_mean_nll_of_the_reference_solutions(artefacts):
+    """Stage 0's base-quality number, recomputed here from the model's plain logits."""
+    import math
+
+    import torch
+
+    from rlpipe.evaluate import solution_loss
+    from rlpipe.model import load_pretrained
+    from rlpipe.tokenizer import load_tokenizer, prompt_ids
+
+    model, tokenizer = load_pretrained(artefacts / "model"), load_tokenizer(artefacts / "model")
+    rows = _rows(artefacts, n_per_task=1)
+    result = solution_loss(model, tokenizer, rows)
+    nats, tokens = {}, {}
+    for row, p in zip(rows, prompt_ids(tokenizer, [r["prompt"] for r in rows])):
+        s = tokenizer(row["solution"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p + s])).logits[0].double(), -1)
+        nats[row["task"]] = -sum(logp[len(p) - 1 + i, t].item() for i, t in enumerate(s))
+        tokens[row["task"]] = len(s)
+    assert result["n"] == len(rows) and result["tokens"] == sum(tokens.values())
+    assert result["loss"] == pytest.approx(sum(nats.values()) / sum(tokens.values()), rel=1e-4)
+    assert result["by_task"] == pytest.approx({t: nats[t] / tokens[t] for t in nats}, rel=1e-4)
+    # An untrained model is near uniform over the vocabulary.
+    assert result["loss"] > 0.5 * math.log(len(tokenizer))

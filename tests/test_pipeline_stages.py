@@ -49,9 +49,12 @@ def test_stage0_then_stage1_end_to_end(tmp_path):
     assert run_stage([STAGE0, *common, "train.max_steps=12", "train.max_examples=2000"]) == 0
     s0 = tmp_path / "e2e" / "stage-0"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "loss.png", "lr.png",
-                 "expert_load.png", "report.md", "config.yaml"):
+                 "expert_load.png", "report.md", "config.yaml", "heldout_loss.json"):
         assert (s0 / name).exists(), name
     load_pretrained(s0)
+    heldout = json.loads((s0 / "heldout_loss.json").read_text())
+    assert heldout["n"] > 0 and set(heldout["by_task"]) >= {"arithmetic", "code"}
+    assert "Held-out solution loss" in (s0 / "report.md").read_text()
 
     assert run_stage([STAGE1, *common, "train.max_steps=6", "train.max_examples=300", "eval.backend=local",
                       "eval.limit=24", "eval.max_new_tokens=48", "eval.k=1", "eval.n_samples=1"]) == 0

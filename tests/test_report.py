@@ -82,3 +82,15 @@ def test_runs_side_by_side_page(tmp_path):
     assert "standard error of at most 0.177" in page
     assert (tmp_path / "runs_report_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "s2" / "report.md").is_file()  # each run's own page is (re)built too
+
+
+def test_base_loss_is_shown_per_run(tmp_path):
+    for run, loss in (("s0", 0.066), ("s1", 0.347)):
+        write_run(tmp_path / run, {"stage-1": 0.5})
+        (tmp_path / run / "stage-0").mkdir()
+        (tmp_path / run / "stage-0" / "heldout_loss.json").write_text(json.dumps({"loss": loss, "by_task": {}}))
+    from rlpipe.report import build_runs_report
+
+    assert "held-out solution loss 0.066 nats per token" in build_report(tmp_path / "s0").read_text()
+    page = build_runs_report([tmp_path / "s0", tmp_path / "s1"], tmp_path / "runs_report.md").read_text()
+    assert "(lower is stronger): s0 0.066, s1 0.347." in page
