@@ -101,11 +101,11 @@ def test_stage3_then_stage4_then_the_report(run_dir):
     again = rlpipe_run(run_dir, STAGE3, "train.max_steps=2", *EVAL)
     assert again.returncode == 0 and "already finished" in again.stdout and "redo=true" in again.stdout
 
-    proc = rlpipe_run(run_dir, STAGE4, "train.max_steps=2", "rollout.backend=local", "rollout.prompts_per_step=4",
+    proc = rlpipe_run(run_dir, STAGE4, "train.max_steps=3", "rollout.backend=local", "rollout.prompts_per_step=4",
                       "rollout.group_size=4", "rollout.max_new_tokens=12", "train.seq_len=128",
                       "grpo.completions_every=1", "general_share=0.5", "general_held_out=4",
                       "reward_model.max_steps=2", "reward_model.micro_batch_pairs=4", "reward_model.seq_len=192",
-                      *EVAL)
+                      "reward_model.start_step=1", *EVAL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s4 = run_dir / "t" / "stage-4"
     for name in ("model.safetensors", "reward_model/rm_eval.json", "reward_model/reward_head.pt", "eval.json",
@@ -115,10 +115,13 @@ def test_stage3_then_stage4_then_the_report(run_dir):
     general = [x for x in lines if x["parts"].get("task_accuracy") is None]
     reasoning = [x for x in lines if x["parts"].get("task_accuracy") is not None]
     assert general and reasoning
-    assert all(x["parts"]["reward_model"] is not None and x["parts"]["rm_probe"] is None for x in general)
+    # The RM is paid on general prompts from start_step (rollout step 1) on, never on reasoning ones.
+    assert all((x["parts"]["reward_model"] is not None) == (x["step"] >= 1) for x in general)
+    assert any(x["parts"]["reward_model"] is not None for x in general)
+    assert all(x["parts"]["rm_probe"] is None for x in general)
     assert all(x["parts"]["reward_model"] is None and x["parts"]["rm_probe"] is not None for x in reasoning)
     metrics = [json.loads(x) for x in (s4 / "metrics.jsonl").read_text().splitlines()]
-    assert "reward/reward_model" in metrics[0] and "reward/rm_probe" in metrics[0]
+    assert "reward/rm_probe" in metrics[0] and any("reward/reward_model" in m for m in metrics[1:])
     assert 0 < metrics[0]["graded_frac"] < 1  # accuracy is over the rule-graded (reasoning) samples only
     g = json.loads((s4 / "general_eval.json").read_text())
     assert g["before"]["n"] == g["after"]["n"] == 4

@@ -50,14 +50,16 @@ def scenario_rows(reasoning: list[dict], general: list[dict], share: float, held
 
 
 def build_rewards(cfg, rm_dir: Path, general_tasks: set[str], reasoning_tasks: set[str]):
-    """The stage-4 reward: rule rewards + RM on general prompts (paid) + RM probe on reasoning ones (weight 0)."""
+    """The stage-4 reward: rule rewards + RM on general prompts (paid from `reward_model.start_step`) +
+    RM probe on reasoning ones (weight 0); also the same RM ungated, the judge of held-out general answers."""
     from rlpipe.train.reward_model import RewardModelReward
 
     rm = cfg.reward_model
     paid = RewardModelReward(str(rm_dir), tasks=general_tasks, start_step=rm.start_step)
     probe = RewardModelReward(paid.model, paid.tokenizer, tasks=reasoning_tasks)
     probe.__name__ = PROBE
-    return build_reward(cfg, {paid: rm.weight, probe: 0.0}), paid
+    judge = RewardModelReward(paid.model, paid.tokenizer, tasks=general_tasks)
+    return build_reward(cfg, {paid: rm.weight, probe: 0.0}), judge
 
 
 def general_scores(model_dir, rows: list[dict], rm, cfg) -> dict:
