@@ -236,8 +236,8 @@ def solution_loss(model, tokenizer, rows: Sequence[Mapping[str, Any]]) -> dict:
     """Held-out next-token loss of each row's reference `solution` given its prompt, in nats per
     solution token (EOS included), overall and per task: how well a base model has learned the tasks
     before anything is sampled. Stage 0 reports it on the eval split. It separates bases the sampled
-    evaluation of stage 1 later tells apart: on data seed 0, bases at 0.35 / 0.21 / 0.07 led to stage-1
-    greedy accuracy 0.34 / 0.43 / 0.67 (README, "Stage 0").
+    evaluation of stage 1 later tells apart: bases at 0.347 / 0.206 / 0.066 / 0.082 led to stage-1
+    greedy accuracy 0.34 / 0.43 / 0.67 / 0.66 (README, "Stage 0").
 
     {"loss": float, "by_task": {task: float}, "tokens": int, "n": int}"""
     import torch
