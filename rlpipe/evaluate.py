@@ -235,9 +235,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
 def solution_loss(model, tokenizer, rows: Sequence[Mapping[str, Any]]) -> dict:
     """Held-out next-token loss of each row's reference `solution` given its prompt, in nats per
     solution token (EOS included), overall and per task: how well a base model has learned the tasks
-    before anything is sampled. Stage 0 reports it on the eval split. It separates bases the sampled
-    evaluation of stage 1 later tells apart: bases at 0.347 / 0.206 / 0.066 / 0.082 led to stage-1
-    greedy accuracy 0.34 / 0.43 / 0.67 / 0.66 (README, "Stage 0").
+    before anything is sampled. Stage 0 reports it on the eval split; README "Stage 0" relates it to
+    the stage-1 accuracy the base later reaches.
 
     {"loss": float, "by_task": {task: float}, "tokens": int, "n": int}"""
     import torch
@@ -246,23 +245,21 @@ def solution_loss(model, tokenizer, rows: Sequence[Mapping[str, Any]]) -> dict:
 
     prompts = prompt_ids(tokenizer, [r["prompt"] for r in rows])
     solutions = tokenizer([r["solution"] + tokenizer.eos_token for r in rows], add_special_tokens=False)["input_ids"]
-    totals: dict[str, list[float]] = {}  # task -> [summed nats, tokens]
+    nats: dict[str, float] = {}
+    tokens: dict[str, int] = {}
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for p, s, row in zip(prompts, solutions, rows):
-            ids = torch.tensor([p + s])
             # token_logprobs[:, t] scores token t + 1: the solution starts at position len(p).
-            nats = -model.token_logprobs(ids)[0, len(p) - 1:].double().sum().item()
-            for key in ("", row.get("task") or "?"):
-                acc = totals.setdefault(key, [0.0, 0])
-                acc[0] += nats
-                acc[1] += len(s)
+            logp = model.token_logprobs(torch.tensor([p + s]))[0, len(p) - 1:]
+            task = row.get("task") or "?"
+            nats[task] = nats.get(task, 0.0) - logp.double().sum().item()
+            tokens[task] = tokens.get(task, 0) + len(s)
     model.train(was_training)
-    overall = totals.pop("", [0.0, 0])
-    return {"loss": overall[0] / max(overall[1], 1),
-            "by_task": {t: v[0] / max(v[1], 1) for t, v in sorted(totals.items())},
-            "tokens": overall[1], "n": len(rows)}
+    total = sum(tokens.values())
+    return {"loss": sum(nats.values()) / max(total, 1), "by_task": {t: nats[t] / tokens[t] for t in sorted(nats)},
+            "tokens": total, "n": len(rows)}
 
 
 def markdown_table(result: Mapping[str, Any]) -> str:

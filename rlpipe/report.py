@@ -2,8 +2,8 @@
 
 Read from the stage folders (whatever exists; a missing stage is a line, not an error):
 `stage-N/eval.json` (held-out evaluation, one shape for every stage), `stage-N/stage.json` (finished
-marker: wall minutes, peak RSS), `stage-0/heldout_loss.json` (the base's held-out solution loss), `stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json`
-(RM pair accuracy per kind), `stage-4/general_eval.json` (RM score on held-out general prompts
+marker: wall minutes, peak RSS), `stage-0/heldout_loss.json` (the base's held-out solution loss),
+`stage-3/funnel.json` (rejection funnel), `stage-4/reward_model/rm_eval.json` (RM pair accuracy per kind), `stage-4/general_eval.json` (RM score on held-out general prompts
 before/after) and `stage-4/rm_vs_rule.json` (the reward-hacking guard). Each RL stage's own curves
 (`rl_curves.png`, `success_heatmap.png`) are linked, not redrawn.
 

@@ -72,8 +72,8 @@ def run(cfg) -> None:
         print(f"stage-0 written to {out}")
 
 
-# Measured (README, "Stage 0"): bases at 0.347 / 0.206 nats per token gave stage-1 greedy accuracy 0.34 /
-# 0.43, bases at 0.066 / 0.082 / 0.086 gave 0.67 / 0.66 / 0.62. Above this the report warns that the base landed weakly.
+# Measured (README, "Stage 0"; recipe comment in stages/stage-0-base.yaml): the bases above this reached
+# 0.34-0.43 at stage 1, those below 0.10 reached 0.62-0.67. Above it the report flags a weak base.
 WEAK_BASE_LOSS = 0.15
 
 
