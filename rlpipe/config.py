@@ -200,7 +200,7 @@ class RejectionSFTConfig(StageConfig):
 
     stage: str = "stage-3"
     sample_from: str = "stage-2"  # the checkpoint rejection sampling draws from
-    init_from: str = "stage-1"  # the checkpoint fine-tuned on the kept traces (R1: the base model, stage-0)
+    init_from: str = "stage-2"  # the checkpoint fine-tuned on the kept traces (R1: the base model, stage-0)
     rejection: RejectionConfig = field(default_factory=RejectionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

@@ -8,8 +8,9 @@
    add the non-reasoning split at `nonreasoning_share`. Written as a `datasets` folder
    `sft_data/` with provenance columns, `rejection.jsonl` (every sample with its verdict) and
    `funnel.json`; a rerun after an interruption reuses them.
-3. SFT from `init_from` (R1 fine-tunes the base model, stage 0; stage 1 is the other choice) with
-   the supervised trainer, then the held-out evaluation, compared with the sampled checkpoint's.
+3. SFT from `init_from` (the RL model by default; R1 fine-tunes the base model, stage 0; stage 1 is
+   the third choice) with the supervised trainer, then the held-out evaluation, compared with the
+   sampled checkpoint's.
 """
 
 from __future__ import annotations
