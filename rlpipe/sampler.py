@@ -14,9 +14,16 @@
   samples from all prompts. `pass_rate`: four stages by the table's pass rate (quartiles of the
   prompts ranked easiest first, ties broken by level then row order). `none`: one stage.
   If the open stages hold fewer than the n prompts a step asks for, more stages open for that step.
-- Priority (Kimi): within the open stages prompt i has weight max(1 - s_i, floor) (1 when
-  `priority` is off), s_i its tracked success rate: an EMA of the per-prompt success observed in
-  RL (`update`), starting at the table's pass rate or `prior_success`.
+- Priority: within the open stages prompt i has a weight from s_i, its tracked success rate (1 for
+  every prompt when `priority` is off), never below `floor`:
+      kimi          w_i = max(1 - s_i, floor)          (Kimi k1.5: the harder, the likelier)
+      learnability  w_i = max(4 s_i (1 - s_i), floor)  (peaks at s = 1/2: the groups whose rewards
+                                                        differ, the only ones GRPO learns from)
+  s_i is an EMA of the per-prompt success observed in RL (`update`). Its start is the table's pass
+  rate; without a table, `cell_prior` starts it at the mean success observed so far on the prompt's
+  task x level cell (`prior_success` until the cell has an observation). Why: a run draws each of
+  its 2000 prompts about once, so a per-prompt table alone knows almost nothing when the prompt is
+  drawn; the cell's mean knows that level-1 arithmetic is solved after the first few steps.
 - Sampling: n distinct prompts per step, drawn without replacement in proportion to the weights
   (Efraimidis-Spirakis keys u^(1/w)), from a generator seeded by (seed, step). Every process draws
   the same list and takes its slice; every process applies the same all-gathered update
@@ -46,6 +53,7 @@ NO_THINKING = f"{THINK_OPEN}\n{THINK_CLOSE} {ANSWER_OPEN}"
 PASS_RATE_STAGES = 4  # curriculum "pass_rate": quartiles of the prompts by estimated pass rate
 SUCCESS_BINS = 5  # step_metrics: histogram of s over the kept prompts
 CURRICULA = ("none", "level", "pass_rate")
+WEIGHTINGS = ("kimi", "learnability")
 
 
 @dataclass
@@ -54,10 +62,12 @@ class SamplerConfig:
 
     curriculum: Literal["none", "level", "pass_rate"] = "level"  # easy -> hard by level or by table pass rate
     curriculum_steps: int = 0  # optimizer steps until all prompts are open (0 = the run's length)
-    priority: bool = True  # Kimi prioritized sampling: weight proportional to 1 - s_i
+    priority: bool = True  # prioritized sampling by s_i (`weighting`); false: uniform
+    weighting: Literal["kimi", "learnability"] = "kimi"  # 1 - s_i, or 4 s_i (1 - s_i)
     floor: float = 0.05  # minimum weight, so solved prompts still appear now and then
     smoothing: float = 0.5  # EMA weight of a new observation in s_i
     prior_success: float = 0.5  # s_i before any observation (the table's pass rate when it has the row)
+    cell_prior: bool = True  # unseen prompts without a table entry take their task x level cell's mean success
     difficulty_file: str = ""  # difficulty.json written by `rlpipe data difficulty` ("" = none)
     drop_easy_to_hack: bool = True  # drop prompts the table marks easy to hack
     drop_always_solved: bool = False  # drop prompts the table's k samples all solved
@@ -71,6 +81,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.floor={self.floor}: must be in (0, 1] (0 would never sample a solved prompt)")
         if not 0.0 < self.smoothing <= 1.0:
             raise ValueError(f"sampler.smoothing={self.smoothing}: must be in (0, 1]")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"sampler.weighting={self.weighting!r}: valid choices are {', '.join(WEIGHTINGS)}")
         if not 0.0 <= self.prior_success <= 1.0:
             raise ValueError(f"sampler.prior_success={self.prior_success}: must be in [0, 1]")
 
@@ -233,6 +245,9 @@ class PromptSampler:
         self.table_pass_rate = np.array([e.pass_rate if e else np.nan for e in entries])  # (rows,), nan = no entry
         self.success = np.where(np.isnan(self.table_pass_rate), cfg.prior_success, self.table_pass_rate)  # s_i
         self.observations = np.zeros(n, dtype=np.int64)
+        self.observed_sum = np.zeros(n, dtype=np.float64)  # sum of the raw observations (cell priors)
+        # task x level cell of every row: (rows,) ids into the cells
+        _, self.cell = np.unique([f"{t}/{lv}" for t, lv in zip(self.tasks, self.levels)], return_inverse=True)
 
         hack = np.array([bool(e and e.easy_to_hack) for e in entries], dtype=bool)
         solved = self.table_pass_rate == 1.0
@@ -275,8 +290,15 @@ class PromptSampler:
         return self.kept & (self.stage < self.open_stages(step, n))
 
     def weights(self, step: int, n: int = 1) -> np.ndarray:
-        """Unnormalised sampling weights over rows: max(1 - s_i, floor) (or 1) inside the eligible set, else 0."""
-        w = np.maximum(1.0 - self.success, self.cfg.floor) if self.cfg.priority else np.ones(len(self.ids))
+        """Unnormalised sampling weights over rows: the `weighting` of s_i with the floor (or 1) inside
+        the eligible set, else 0."""
+        s = self.success
+        if not self.cfg.priority:
+            w = np.ones(len(self.ids))
+        elif self.cfg.weighting == "learnability":
+            w = np.maximum(4.0 * s * (1.0 - s), self.cfg.floor)
+        else:
+            w = np.maximum(1.0 - s, self.cfg.floor)
         return np.where(self.eligible(step, n), w, 0.0)
 
     def probabilities(self, step: int, n: int = 1) -> np.ndarray:
@@ -311,6 +333,19 @@ class PromptSampler:
             assert 0.0 <= x <= 1.0, f"success of row {i} is {x}, outside [0, 1]"
             self.success[i] = (1.0 - a) * self.success[i] + a * float(x)
             self.observations[i] += 1
+            self.observed_sum[i] += float(x)
+        self._refresh_priors()
+
+    def _refresh_priors(self) -> None:
+        """With `cell_prior`: s_i of every unseen prompt without a table entry <- the mean of all raw
+        observations in its task x level cell (unchanged while the cell has none)."""
+        if not self.cfg.cell_prior:
+            return
+        counts = np.bincount(self.cell, weights=self.observations)  # (cells,)
+        sums = np.bincount(self.cell, weights=self.observed_sum)
+        cell_mean = np.divide(sums, counts, out=np.full_like(sums, self.cfg.prior_success), where=counts > 0)
+        unseen = (self.observations == 0) & np.isnan(self.table_pass_rate)
+        self.success[unseen] = cell_mean[self.cell[unseen]]
 
     @staticmethod
     def gather_updates(indices: Sequence[int], success: Sequence[float]) -> tuple[list[int], list[float]]:
@@ -355,7 +390,7 @@ class PromptSampler:
         """Everything sampling depends on besides the rows and config: s, observation counts, seed.
         Plain lists (exact float64 values), so `torch.load(weights_only=True)` and JSON both take it."""
         return {"success": self.success.tolist(), "observations": self.observations.tolist(),
-                "seed": self.seed, "rows": self._fingerprint()}
+                "observed_sum": self.observed_sum.tolist(), "seed": self.seed, "rows": self._fingerprint()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict()`; the saved seed wins, as the checkpoint's RNG states do."""
@@ -364,6 +399,8 @@ class PromptSampler:
                                   "resume with the data folder the run started with, or start a fresh run")
         self.success = np.asarray(state["success"], dtype=np.float64)
         self.observations = np.asarray(state["observations"], dtype=np.int64)
+        # States saved before cell priors lack the sums: their cells restart at prior_success.
+        self.observed_sum = np.asarray(state.get("observed_sum", np.zeros(len(self.ids))), dtype=np.float64)
         self.seed = int(state["seed"])
 
 

@@ -59,6 +59,40 @@ def test_probabilities_are_one_minus_success_with_a_floor():
     np.testing.assert_allclose(first, s.probabilities(0), atol=0.02)
 
 
+def test_learnability_weighting_peaks_at_half_success():
+    rows = make_rows(n_per_level=2, levels=(1, 2))
+    s = PromptSampler(rows, SamplerConfig(curriculum="none", weighting="learnability", floor=0.1, smoothing=1.0),
+                      seed=0, num_steps=10)
+    set_success(s, [0.0, 0.5, 0.9, 1.0])
+    # weights max(4 s (1 - s), 0.1) = 0.1 (never solved: no mixed group), 1, 0.36, 0.1 (always solved); sum 1.56
+    np.testing.assert_allclose(s.weights(0), [0.1, 1.0, 0.36, 0.1])
+    np.testing.assert_allclose(s.probabilities(0), np.array([0.1, 1.0, 0.36, 0.1]) / 1.56)
+
+
+def test_unseen_prompts_take_their_cells_mean_success():
+    # Cells (task x level): rows 0, 2, 4 are arithmetic level 1; 1, 3, 5 countdown level 1; 6 and 7 level 2.
+    rows = [{"id": f"r{i}", "task": TASKS[i % 2], "difficulty": 1 if i < 6 else 2} for i in range(8)]
+    s = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5, prior_success=0.5), seed=0, num_steps=10)
+    s.update([0, 2], [1.0, 0.5])  # arithmetic/1 observed twice: raw mean 0.75
+    # The observed rows follow the EMA from the prior they had (0.5); their unseen cell-mate r4 takes
+    # the raw mean; the other cells keep prior_success.
+    np.testing.assert_allclose(s.success, [0.75, 0.5, 0.5, 0.5, 0.75, 0.5, 0.5, 0.5])
+    s.update([1], [0.0])  # countdown/1: r3 and r5 now start at 0
+    assert s.success[3] == s.success[5] == 0.0
+    s.update([3], [1.0])  # r3's first observation folds into its cell prior (0): 0.5 * 0 + 0.5 * 1
+    assert s.success[3] == pytest.approx(0.5) and s.success[5] == pytest.approx(0.5)  # cell mean (0 + 1) / 2
+    assert s.observations.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+
+    # A table's pass rate beats the cell; cell_prior off keeps prior_success.
+    table = table_for(rows[:1] + rows[4:5], [0.2, 0.9])
+    t = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5), seed=0, num_steps=10, table=table)
+    t.update([2], [0.0])
+    assert (t.success[0], t.success[4]) == (0.2, 0.9)
+    off = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5, cell_prior=False), seed=0, num_steps=10)
+    off.update([0, 2], [1.0, 0.5])
+    assert off.success[4] == 0.5
+
+
 def test_priority_off_is_uniform_within_the_eligible_set():
     rows = make_rows(n_per_level=2, levels=(1, 2))
     s = PromptSampler(rows, SamplerConfig(curriculum="level", priority=False, smoothing=1.0), seed=0, num_steps=10)
@@ -127,7 +161,8 @@ def test_config_errors_name_the_field():
     for kwargs, name in [({"floor": 0.0}, "sampler.floor"), ({"smoothing": 1.5}, "sampler.smoothing"),
                          ({"curriculum": "hard"}, "sampler.curriculum"),
                          ({"prior_success": -0.1}, "sampler.prior_success"),
-                         ({"curriculum_steps": -1}, "sampler.curriculum_steps")]:
+                         ({"curriculum_steps": -1}, "sampler.curriculum_steps"),
+                         ({"weighting": "hardest"}, "sampler.weighting")]:
         with pytest.raises(ValueError, match=name.replace(".", r"\.")):
             SamplerConfig(**kwargs)
 
