@@ -67,7 +67,7 @@ class SamplerConfig:
     floor: float = 0.05  # minimum weight, so solved prompts still appear now and then
     smoothing: float = 0.5  # EMA weight of a new observation in s_i
     prior_success: float = 0.5  # s_i before any observation (the table's pass rate when it has the row)
-    cell_prior: bool = True  # unseen prompts without a table entry take their task x level cell's mean success
+    cell_prior: bool = False  # unseen prompts without a table entry take their task x level cell's mean success
     difficulty_file: str = ""  # difficulty.json written by `rlpipe data difficulty` ("" = none)
     drop_easy_to_hack: bool = True  # drop prompts the table marks easy to hack
     drop_always_solved: bool = False  # drop prompts the table's k samples all solved

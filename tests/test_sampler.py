@@ -72,7 +72,8 @@ def test_learnability_weighting_peaks_at_half_success():
 def test_unseen_prompts_take_their_cells_mean_success():
     # Cells (task x level): rows 0, 2, 4 are arithmetic level 1; 1, 3, 5 countdown level 1; 6 and 7 level 2.
     rows = [{"id": f"r{i}", "task": TASKS[i % 2], "difficulty": 1 if i < 6 else 2} for i in range(8)]
-    s = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5, prior_success=0.5), seed=0, num_steps=10)
+    cfg = SamplerConfig(curriculum="none", smoothing=0.5, prior_success=0.5, cell_prior=True)
+    s = PromptSampler(rows, cfg, seed=0, num_steps=10)
     s.update([0, 2], [1.0, 0.5])  # arithmetic/1 observed twice: raw mean 0.75
     # The observed rows follow the EMA from the prior they had (0.5); their unseen cell-mate r4 takes
     # the raw mean; the other cells keep prior_success.
@@ -85,10 +86,10 @@ def test_unseen_prompts_take_their_cells_mean_success():
 
     # A table's pass rate beats the cell; cell_prior off keeps prior_success.
     table = table_for(rows[:1] + rows[4:5], [0.2, 0.9])
-    t = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5), seed=0, num_steps=10, table=table)
+    t = PromptSampler(rows, cfg, seed=0, num_steps=10, table=table)
     t.update([2], [0.0])
     assert (t.success[0], t.success[4]) == (0.2, 0.9)
-    off = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5, cell_prior=False), seed=0, num_steps=10)
+    off = PromptSampler(rows, SamplerConfig(curriculum="none", smoothing=0.5), seed=0, num_steps=10)
     off.update([0, 2], [1.0, 0.5])
     assert off.success[4] == 0.5
 
@@ -185,7 +186,7 @@ def _observe(indices, step):
 
 def test_restored_sampler_samples_what_the_uninterrupted_one_samples():
     rows = make_rows(n_per_level=5)  # 20 rows
-    cfg = SamplerConfig(curriculum="level", floor=0.05, smoothing=0.5)
+    cfg = SamplerConfig(curriculum="level", floor=0.05, smoothing=0.5, cell_prior=True)
     full = PromptSampler(rows, cfg, seed=1, num_steps=10)
     samples, saved = [], None
     for step in range(10):
