@@ -167,8 +167,9 @@ def rl_section(result, cfg, sampler) -> str:
         f"- rewards: " + ", ".join(f"{k} x {v:g}" for k, v in cfg.rewards.weights.items())
         + (f", Kimi length penalty x {cfg.rewards.length_penalty:g} after step {cfg.rewards.length_penalty_warmup}"
            if cfg.rewards.length_penalty else ""),
-        f"- sampler: curriculum `{cfg.sampler.curriculum}`, priority {cfg.sampler.weighting if cfg.sampler.priority else 'off'} "
-        f"(floor {cfg.sampler.floor}, cell prior {'on' if cfg.sampler.cell_prior else 'off'}); dropped {sampler.dropped}",
+        f"- sampler: curriculum `{cfg.sampler.curriculum}`, "
+        f"priority {cfg.sampler.weighting if cfg.sampler.priority else 'off'} (floor {cfg.sampler.floor}, "
+        f"cell prior {'on' if cfg.sampler.cell_prior else 'off'}); dropped {sampler.dropped}",
     ]
     if m:
         keys = [("reward/mean", "reward"), ("accuracy", "rollout accuracy"), ("completion_length/mean", "length"),
