@@ -388,3 +388,31 @@ def test_mismatch_weights_survive_minus_inf_padding_and_check_options():
         mismatch_weights(OLD, ROLL, MMASK, mode="tis")
     with pytest.raises(ValueError, match="lower"):
         mismatch_weights(OLD, ROLL, MMASK, mode="token_mask", cap=2.0, lower=3.0)
+
+
+# --- per-token advantages (the trainer's slip penalty) ---------------------------------------------
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "dapo", "bnpo", "cispo"])
+def test_per_token_advantages_equal_to_the_sequence_one_give_the_same_loss(name):
+    cfg = LossConfig(loss_type=name, max_completion_length=4)
+    logp, old, mask = logps_with_ratios([[1.1, 0.9], [1.3, 0.7, 1.0]])
+    per_sequence = loss_and_grad(logp, old, ADV, mask, cfg)
+    per_token = loss_and_grad(logp, old, [[a] * 3 for a in ADV], mask, cfg)
+    assert per_token[0] == approx(per_sequence[0])
+    close(per_token[1], per_sequence[1])
+
+
+def test_dapo_per_token_credit_moves_only_its_token_by_hand():
+    # Sequence 2 (advantage -0.5) with -1 more on its second token, on policy: dapo's gradient per
+    # token is -A_t / 5 tokens, so that token gets (0.5 + 1) / 5 and its neighbours 0.5 / 5.
+    logp, old, mask = logps_with_ratios(LENGTHS)
+    adv = [[ADV[0]] * 3, [ADV[1], ADV[1] - 1.0, ADV[1]]]
+    loss, grad, _ = loss_and_grad(logp, old, adv, mask, LossConfig(loss_type="dapo"))
+    assert loss == approx(-(1.0 * 2 - 0.5 * 3 - 1.0) / 5)
+    close(grad, [[-1 / 5, -1 / 5, 0.0], [0.5 / 5, 1.5 / 5, 0.5 / 5]])
+
+
+def test_gspo_refuses_per_token_advantages():
+    logp, old, mask = logps_with_ratios(LENGTHS)
+    with pytest.raises(ValueError, match="one advantage per sequence"):
+        loss_and_grad(logp, old, [[1.0] * 3, [0.5] * 3], mask, LossConfig(loss_type="gspo"))

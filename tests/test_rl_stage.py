@@ -197,6 +197,80 @@ def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(ar
     engine.close()
 
 
+class ScriptedEngine:
+    """A rollout engine that returns given completions (the rollout interface's contract, real
+    tokenizer and `finish`): the random test model never writes arithmetic, a slip needs a script."""
+
+    def __init__(self, tokenizer, texts):
+        self.tokenizer, self.texts = tokenizer, texts
+
+    def generate(self, prompt_ids, n, sampling, *, seed=None):
+        from rlpipe.rollout import finish
+
+        ids = [self.tokenizer.encode(self.texts[k % len(self.texts)], add_special_tokens=False)
+               + [self.tokenizer.eos_token_id] for k in range(len(prompt_ids) * n)]
+        return finish(self.tokenizer, n, prompt_ids, ids, [[-1.0] * len(t) for t in ids])
+
+    def push_weights(self, model):
+        return 0.0
+
+
+def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
+    """In-process: the scripted completions carry arithmetic slips; with grpo.slip_penalty each one's
+    wrong digit (and nothing else) gets that much less advantage in the packed batch, and the loss
+    backpropagates through the per-token advantages."""
+    from rewards import combine
+    from rewards.parallel import ParallelReward
+    from rlpipe.config import ReasoningRLConfig
+    from rlpipe.model import load_pretrained
+    from rlpipe.sampler import PromptSampler
+    from rlpipe.tokenizer import load_tokenizer
+    from rlpipe.train import make_accelerator
+    from rlpipe.train.rl import GRPOSteps
+
+    import datasets
+
+    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
+    model_dir = artefacts / "run" / "stage-1"
+    model, tokenizer = load_pretrained(model_dir), load_tokenizer(model_dir)
+    texts = ["<think>\n把常数移到右边：18 - 13 = 4。\n4x = 4.\n</think> <answer>x = 1</answer>",
+             "<think>\n12 + 4 = 16.\n16 / 4 = 4.\n</think> <answer>4</answer>",
+             "<think>\n-9 - 9 = 3.\nx = 3 / 4 = 1.\n</think> <answer>x = 1</answer>",
+             "<think>\nok\n</think> <answer>7</answer>"]
+    wrong_digits = [["4"], [], ["3", "1"], []]
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 4
+    cfg.grpo.slip_penalty, cfg.grpo.dynamic_sampling = 0.5, False
+    acc = make_accelerator(cfg.train)
+    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=ScriptedEngine(tokenizer, texts),
+                      reward=ParallelReward(combine({"task_accuracy": 1.0}), max_workers=2),
+                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=2), grpo=cfg.grpo,
+                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=2, seed=0, seq_len=256, accelerator=acc)
+    micro = steps.micro_batches(0, 0)
+    metrics = steps.pending["metrics"]
+    assert metrics["slips/samples_frac"] == 0.5 and metrics["slips/per_sample"] == 0.75
+    assert metrics["slips/unplaced"] == 0.0
+    seen = 0
+    for batch in micro:
+        credit, mask = batch["token_credit"], batch["mask"]
+        assert torch.all(credit[mask == 0] == 0)
+        T = batch["input_ids"].shape[1]
+        for i in range(credit.shape[0]):
+            # the logprob of token j sits at (row, position - 1) of the (rows, T - 1) scores
+            index = batch["gather_index"][i][mask[i] > 0]
+            tokens = batch["input_ids"][index // (T - 1), index % (T - 1) + 1]
+            text = tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
+            k = texts.index(text)
+            hit = (credit[i] != 0).nonzero().flatten().tolist()
+            assert [tokenizer.decode([int(tokens[j])]).strip() for j in hit] == wrong_digits[k]  # " 4" is one token
+            assert torch.all(credit[i][hit] == -0.5)
+            seen += 1
+    assert seen == 8
+    loss, _ = steps.loss(model, micro[0])
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 @pytest.mark.parametrize("override, message", [
     ("rewards.weights={task_accuracy: 1.0, acuracy: 1.0}", "unknown reward"),
     ("grpo.loss_type=ppo2", "loss_type"),

@@ -183,8 +183,8 @@ class Surrogate(NamedTuple):
     high_BT: Tensor       # bool: clipped at the upper bound (PPO-style: no gradient; cispo: weight truncated)
 
 
-def _ppo_clip(ratio, adv_B1, eps_low: float, eps_high: float, delta: float | None) -> Surrogate:
-    """-min(rho A, clip(rho) A) with TRL's optional dual clip; ratio (B, T) or (B, 1)."""
+def _ppo_clip(ratio, adv, eps_low: float, eps_high: float, delta: float | None) -> Surrogate:
+    """-min(rho A, clip(rho) A) with TRL's optional dual clip; ratio and adv (B, T) or (B, 1)."""
     clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
     capped = ratio
     if delta is not None:
@@ -192,21 +192,21 @@ def _ppo_clip(ratio, adv_B1, eps_low: float, eps_high: float, delta: float | Non
         # unbounded step on a token the old policy thought unlikely. Capping rho at delta bounds it
         # (and that token, like a clipped one, gets no gradient; counted in neither clip fraction, as TRL).
         capped = ratio.clamp(max=delta)
-    loss = -torch.min(capped * adv_B1, clipped * adv_B1)
+    loss = -torch.min(capped * adv, clipped * adv)
     # where min() picks the constant clipped branch the token gets no gradient: ratio below the
     # range with A < 0, or above it with A > 0 (the other two cases keep the unclipped, live branch)
-    low = (ratio < 1 - eps_low) & (adv_B1 < 0)
-    high = (ratio > 1 + eps_high) & (adv_B1 > 0)
+    low = (ratio < 1 - eps_low) & (adv < 0)
+    high = (ratio > 1 + eps_high) & (adv > 0)
     return Surrogate(loss, ratio.detach(), low, high)
 
 
-def _token_clip(logp_BT, old_logp_BT, adv_B, mask_BT, cfg: LossConfig) -> Surrogate:
+def _token_clip(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surrogate:
     """The PPO/GRPO per-token term (grpo, dr_grpo, dapo, bnpo differ only in the normaliser)."""
     ratio_BT = torch.exp(logp_BT - old_logp_BT)
-    return _ppo_clip(ratio_BT, adv_B[:, None], cfg.eps_low, cfg.eps_high, cfg.delta)
+    return _ppo_clip(ratio_BT, adv_BT, cfg.eps_low, cfg.eps_high, cfg.delta)
 
 
-def _gspo(logp_BT, old_logp_BT, adv_B, mask_BT, cfg: LossConfig) -> Surrogate:
+def _gspo(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surrogate:
     """GSPO: s_i = exp(mean_t log rho_t), clipped per sequence, broadcast over the sequence's tokens.
 
     Value and gradient equal the paper's GSPO-token form with A_{i,t} = A_i: d s_i / d logp_t =
@@ -216,18 +216,18 @@ def _gspo(logp_BT, old_logp_BT, adv_B, mask_BT, cfg: LossConfig) -> Surrogate:
     """
     n_B = mask_BT.sum(dim=1).clamp(min=1)
     seq_log_ratio_B1 = (((logp_BT - old_logp_BT) * mask_BT).sum(dim=1) / n_B)[:, None]
-    s = _ppo_clip(torch.exp(seq_log_ratio_B1), adv_B[:, None], cfg.gspo_eps_low, cfg.gspo_eps_high, cfg.delta)
+    s = _ppo_clip(torch.exp(seq_log_ratio_B1), adv_BT, cfg.gspo_eps_low, cfg.gspo_eps_high, cfg.delta)
     shape = logp_BT.shape
     return Surrogate(s.loss_BT.expand(shape), s.ratio_BT.expand(shape), s.low_BT.expand(shape), s.high_BT.expand(shape))
 
 
-def _cispo(logp_BT, old_logp_BT, adv_B, mask_BT, cfg: LossConfig) -> Surrogate:
+def _cispo(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surrogate:
     """CISPO: -sg(min(rho, cap)) A logp. PPO's clip zeroes the gradient of rare tokens whose ratio
     leaves the trust region (MiniMax-M1's "However", "Wait" forks); clipping only the constant
     weight keeps every token's REINFORCE gradient and bounds its size."""
     ratio_BT = torch.exp(logp_BT - old_logp_BT).detach()
     weight_BT = ratio_BT.clamp(max=cfg.cispo_eps_high)
-    loss_BT = -weight_BT * adv_B[:, None] * logp_BT
+    loss_BT = -weight_BT * adv_BT * logp_BT
     # the weight is truncated whatever A's sign (TRL counts only A > 0)
     return Surrogate(loss_BT, ratio_BT, torch.zeros_like(mask_BT, dtype=torch.bool), ratio_BT > cfg.cispo_eps_high)
 
@@ -262,10 +262,11 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     logp (B, T): the policy's log-probs of the sampled tokens, with grad. old_logp (B, T): pi_old's,
     the policy before this step's inner iterations (with mu = 1 the values are equal, the ratio is 1
     and the logged loss is minus a weighted mean advantage, about 0, yet the gradient is the full
-    policy gradient). advantages (B,). mask (B, T): 1 on trained completion tokens. ref_logp (B, T):
-    the reference's, needed when cfg.beta > 0 (logged as `kl` whenever given). is_weights (B, T):
-    `mismatch_weights`. entropy (B, T): logged, and selects the trained tokens when
-    cfg.top_entropy_quantile < 1.
+    policy gradient). advantages (B,), or (B, T) for per-token credit (the trainer's slip penalty;
+    not with gspo, whose ratio is per sequence). mask (B, T): 1 on trained completion tokens.
+    ref_logp (B, T): the reference's, needed when cfg.beta > 0 (logged as `kl` whenever given).
+    is_weights (B, T): `mismatch_weights`. entropy (B, T): logged, and selects the trained tokens
+    when cfg.top_entropy_quantile < 1.
 
     The top-entropy mask and the mismatch weights scale only the policy term; the KL term keeps every
     token (as TRL). total_tokens / total_sequences: see the module docstring; they default to this
@@ -274,16 +275,21 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     """
     spec = LOSSES[cfg.loss_type]
     assert logp.shape == old_logp.shape == mask.shape, (tuple(logp.shape), tuple(old_logp.shape), tuple(mask.shape))
-    assert advantages.shape == logp.shape[:1], f"advantages must be (B,), got {tuple(advantages.shape)}"
     # padding may hold -inf or garbage log-probs: zero them so no NaN reaches the sum or the grad
     pad_BT = ~mask.bool()
     logp_BT = logp.float().masked_fill(pad_BT, 0.0)
     old_logp_BT = old_logp.detach().float().masked_fill(pad_BT, 0.0)
     mask_BT = mask.float()
-    adv_B = advantages.detach().float()
-    B = logp_BT.shape[0]
+    B, T = logp_BT.shape
+    # one advantage per sequence (B,), broadcast over its tokens, or one per token (B, T)
+    adv_BT = advantages.detach().float()
+    adv_BT = adv_BT[:, None] if adv_BT.dim() == 1 else adv_BT
+    assert adv_BT.shape in ((B, 1), (B, T)), f"advantages must be (B,) or (B, T), got {tuple(advantages.shape)}"
+    if spec.surrogate is _gspo and adv_BT.shape[1] != 1:
+        raise ValueError("loss_type gspo has one ratio per sequence: it takes one advantage per sequence, "
+                         "not per-token advantages (grpo.slip_penalty needs a token-level loss)")
 
-    term = spec.surrogate(logp_BT, old_logp_BT, adv_B, mask_BT, cfg)
+    term = spec.surrogate(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg)
     pg_BT = term.loss_BT
     metrics: dict[str, float] = {}
     if cfg.top_entropy_quantile < 1.0:

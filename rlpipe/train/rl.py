@@ -13,7 +13,9 @@ One optimizer step on process r of W (`GRPOSteps`):
    still short, the dropped groups fill the batch (advantage 0: they add only the KL term).
 5. Advantages per group (`grpo.group_advantages`: GRPO mean/std, Dr. GRPO mean only, batch std).
    Overlong samples (no EOS) are masked from the loss (`overlong: mask`) or shaped by DAPO's
-   overlong reward (`overlong: shape`); Kimi's length penalty joins after its warm-up.
+   overlong reward (`overlong: shape`); Kimi's length penalty joins after its warm-up. Arithmetic
+   slips (`rewards.steps`: "12 + 4 = 17") are counted; with `slip_penalty` > 0 the token holding a
+   slip's first wrong character gets that much less advantage (process credit from a calculator).
 6. Packing: prompt + completion sequences are laid into rows with segment ids (no padding
    inside a row); every completion token gets a gather index into the scored rows, so the loss
    sees (sequences, tokens) tensors however the rows were packed.
@@ -41,6 +43,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from rewards.steps import arithmetic_slips
 from rlpipe.train.grpo import LossConfig, dynamic_sampling_keep, group_advantages, mismatch_weights, policy_loss
 from rlpipe.train.sft import assign_rows
 
@@ -64,6 +67,9 @@ class GRPOConfig(LossConfig):
     expert_bias: Literal["freeze", "sign", "rollout"] = "sign"  # measured: stages/stage-2-reasoning-rl.yaml
     expert_bias_gamma: float | None = None  # None: the model's bias_update_speed
     ref_reset_every: int = 0  # reset the KL reference to the policy every N steps (R1: 400); 0 = never
+    # Process credit from a calculator (rewards.steps): the token where the completion states a
+    # wrong arithmetic result ("12 + 4 = 17": the 7) has this subtracted from its advantage. 0 = off.
+    slip_penalty: float = 0.0
     micro_batch_rows: int = 8  # packed rows per micro-batch
     completions_every: int = 10  # write completions.jsonl every N steps (0 = never)
 
@@ -73,6 +79,11 @@ class GRPOConfig(LossConfig):
             raise ValueError(f"grpo.mu={self.mu}: needs at least 1 inner iteration")
         if self.micro_batch_rows < 1:
             raise ValueError(f"grpo.micro_batch_rows={self.micro_batch_rows}: must be >= 1")
+        if self.slip_penalty < 0:
+            raise ValueError(f"grpo.slip_penalty={self.slip_penalty}: must be >= 0 (0 = off)")
+        if self.slip_penalty > 0 and self.loss_type == "gspo":
+            raise ValueError("grpo.slip_penalty is a per-token credit and loss_type gspo has one ratio per sequence: "
+                             "set grpo.slip_penalty=0 or a token-level loss (dapo, grpo, dr_grpo, bnpo, cispo)")
 
 
 @dataclass
@@ -207,6 +218,34 @@ def average_over_processes(metrics: dict[str, float], world: int) -> dict[str, f
     return out
 
 
+def token_at(tokenizer, token_ids: Sequence[int], text: str, char: int) -> int | None:
+    """Index of the token that holds character `char` of `text` (= the decode of `token_ids`), by
+    binary search over prefix decodes; None when the prefix decodes do not agree with `text`."""
+    lo, hi = 0, len(token_ids) - 1
+    while lo < hi:  # smallest t whose prefix ids[:t+1] decodes past `char`
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(token_ids[:mid + 1], skip_special_tokens=True)) > char:
+            hi = mid
+        else:
+            lo = mid + 1
+    prefix = tokenizer.decode(token_ids[:lo + 1], skip_special_tokens=True) if token_ids else ""
+    return lo if len(prefix) > char and prefix[:char + 1] == text[:char + 1] else None
+
+
+def slip_credit(tokenizer, token_ids: Sequence[int], text: str, slips: Sequence,
+                penalty: float) -> tuple[list[float], int]:
+    """Per-token credit of one completion: -penalty on the token of each slip's first wrong character
+    (`rewards.steps.Statement.start`), 0 elsewhere; and how many slips could not be placed on a token."""
+    credit, unplaced = [0.0] * len(token_ids), 0
+    for slip in slips:
+        t = token_at(tokenizer, token_ids, text, slip.start)
+        if t is None:
+            unplaced += 1
+        else:
+            credit[t] -= penalty
+    return credit, unplaced
+
+
 def correctness_term(breakdown: dict) -> str:
     """The reward term that says whether a sample is right (most specific first: rewards.CORRECTNESS_REWARDS)."""
     from rewards import CORRECTNESS_REWARDS
@@ -259,7 +298,10 @@ class GRPOSteps:
         old = batch["old_logp"] if "old_logp" in batch else logp.detach()
         is_weights, metrics = mismatch_weights(old, batch["rollout_logp"], mask, mode=g.mismatch_mode,
                                                cap=g.mismatch_cap, lower=g.mismatch_lower)
-        loss, loss_metrics = policy_loss(logp, old, batch["advantages"], mask, g, ref_logp=batch.get("ref_logp"),
+        advantages = batch["advantages"]  # (S,) one per sample; (S, L) with the slip penalty's token credit
+        if "token_credit" in batch:
+            advantages = advantages[:, None] + batch["token_credit"]
+        loss, loss_metrics = policy_loss(logp, old, advantages, mask, g, ref_logp=batch.get("ref_logp"),
                                          is_weights=is_weights, entropy=entropy,
                                          total_tokens=float(batch["total_tokens"]),
                                          total_sequences=float(batch["total_sequences"]))
@@ -397,15 +439,25 @@ class GRPOSteps:
         else:
             advantages = group_advantages(rewards, scale=g.scale_rewards)
         advantages = advantages.reshape(-1).float()
+        slips = [arithmetic_slips(text) for text in scored.text]
+        credit, unplaced = None, 0
+        if g.slip_penalty > 0:
+            placed = [slip_credit(self.tokenizer, ids, text, found, g.slip_penalty)
+                      for ids, text, found in zip(scored.token_ids, scored.text, slips)]
+            credit, unplaced = [c for c, _ in placed], sum(u for _, u in placed)
         mask_truncated = g.overlong == "mask"
-        micro, counts = self._pack(scored, advantages, mask_truncated)
+        micro, counts = self._pack(scored, advantages, mask_truncated, credit)
         self.pending["observed"] = (observed_rows, observed_success)
         metrics = self._rollout_metrics(scored, advantages, timing, n_generated_groups, n_dropped)
+        metrics.update({"slips/per_sample": float(np.mean([len(s) for s in slips])),
+                        "slips/samples_frac": float(np.mean([bool(s) for s in slips]))})
+        if credit is not None:
+            metrics["slips/unplaced"] = float(unplaced)
         metrics.update(self.sampler.step_metrics(order[:P]))  # the same global sample on every process
         metrics["time/pack_score"] = time.perf_counter() - t0
         self.pending["metrics"] = metrics
         if self.out_dir is not None and self.rank == 0 and g.completions_every and step % g.completions_every == 0:
-            self._write_completions(scored, advantages, step)
+            self._write_completions(scored, advantages, step, slips)
         return {"step": step, "micro": micro, "counts": counts}
 
     def _kimi_length(self, scored: Scored) -> np.ndarray:
@@ -417,8 +469,10 @@ class GRPOSteps:
                                     completion_ids=scored.token_ids)
         return np.array([0.0 if v is None else v for v in values]).reshape(-1, G)
 
-    def _pack(self, scored: Scored, advantages: torch.Tensor, mask_truncated: bool):
-        """Packed micro-batches with everything the loss needs; no-grad passes for pi_old / pi_ref."""
+    def _pack(self, scored: Scored, advantages: torch.Tensor, mask_truncated: bool,
+              credit: list[list[float]] | None = None):
+        """Packed micro-batches with everything the loss needs; no-grad passes for pi_old / pi_ref.
+        credit: per sample, per completion token, added to the sample's advantage (slip penalty)."""
         g, G = self.grpo, scored.group_size
         rows, where = pack_rollouts(scored.prompt_ids, scored.token_ids, G, self.seq_len, self.tokenizer.pad_token_id)
         R, T = rows["input_ids"].shape
@@ -447,6 +501,8 @@ class GRPOSteps:
                 members, weight = [k for r in range(a, b) for k in by_row[r]], 1.0
             batch = {key: value[a:b] for key, value in rows.items()}
             per_token = {"rollout_logp": [scored.rollout_logp[k] for k in members]}
+            if credit is not None:
+                per_token["token_credit"] = [credit[k] for k in members]
             tensors = completion_tensors([where[k] for k in members], a, T, per_token)
             tensors["mask"] *= torch.tensor([[trained[k] * weight] for k in members])
             batch.update(tensors)
@@ -512,7 +568,7 @@ class GRPOSteps:
             cells.setdefault(f"success/{self.rows[r].get('task')}/{self.rows[r].get('difficulty')}", []).append(s)
         return {k: float(np.mean(v)) for k, v in sorted(cells.items())}
 
-    def _write_completions(self, scored: Scored, advantages: torch.Tensor, step: int) -> None:
+    def _write_completions(self, scored: Scored, advantages: torch.Tensor, step: int, slips: list) -> None:
         path = self.out_dir / "completions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         G = scored.group_size
@@ -523,5 +579,6 @@ class GRPOSteps:
                                     "difficulty": row.get("difficulty"), "prompt": row["prompt"], "completion": text,
                                     "reward": float(scored.rewards.reshape(-1)[k]),
                                     "parts": {n: v[k] for n, v in scored.breakdown.items()},
-                                    "advantage": float(advantages[k]), "truncated": scored.truncated[k]},
+                                    "advantage": float(advantages[k]), "truncated": scored.truncated[k],
+                                    "slips": [slip.statement for slip in slips[k]]},
                                    ensure_ascii=False) + "\n")
