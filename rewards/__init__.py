@@ -23,6 +23,9 @@ sample), so they plug into this pipeline's trainer and into other trainers.
   countdown numbers, else the math answer, in the form the row's `task` asks for), 1.0 or 0.0;
   the correctness reward for mixed-task batches, and evaluation's grader. `TASK_ACCURACY_COLUMNS`
   are the dataset columns it reads: a caller that builds the columns itself passes all of them.
+- `rewards.steps` is not a sequence reward: it locates wrong arithmetic steps inside a completion,
+  for the trainer's per-token slip penalty and evaluation's slip rate (a per-sample "right steps"
+  score would pay for padding a trace with easy sums).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
   `n_samples >= k` samples at `temperature`) and maj@n (majority vote: the most frequent final
   answer among the n samples, whitespace-normalised, is graded; no answer does not vote).
 - Format compliance (`rewards.format`), R1 language consistency and the language-mixing rate
-  (`rewards.language`), mean response length in tokens.
+  (`rewards.language`), mean response length in tokens, and the slip rate: the share of greedy
+  responses that state a wrong arithmetic result on the way (`rewards.steps`), right answer or not.
 - Correctness is decided by the project's rule-based graders, chosen per row from its columns:
   rows with `tests` go to the code sandbox, rows with `numbers` to the countdown checker, the rest
   to the math checker against `answer`. The same graders give the RL rewards, so a stage's
@@ -15,7 +16,7 @@
 `eval.json`:
     {"checkpoint": str,
      "overall": {"accuracy", "pass_at_k", "k", "maj_at_n", "n_samples", "format_rate", "language_consistency",
-                 "mixing_rate", "mean_length", "mixed_groups", "n"},
+                 "mixing_rate", "mean_length", "mixed_groups", "slip_rate", "n"},
      "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "maj_at_n": float,
                                      "mixed_groups": float, "n": int}}}}
 (`mixing_rate` is language mixing; `mixed_groups` the share of prompts with mixed sampled outcomes.)
@@ -167,6 +168,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
 
     from rewards.format import format_reward
     from rewards.language import is_language_mixed, language_reward
+    from rewards.steps import arithmetic_slips
     from rlpipe.tokenizer import load_tokenizer, prompt_ids
 
     cfg = EvalConfig.coerce(cfg)
@@ -216,6 +218,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
             "mixing_rate": sum(mixed) / max(n, 1),
             "mean_length": sum(l[0] for l in greedy_lengths) / max(n, 1),
             "mixed_groups": sum(0 < c < cfg.n_samples for c in n_correct) / max(n, 1),
+            "slip_rate": sum(bool(arithmetic_slips(text)) for text in greedy) / max(n, 1),
             "n": n,
         },
         "by_task": by_task,
@@ -266,12 +269,13 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     """The report.md table: overall figures, then greedy accuracy / pass@k per task x difficulty."""
     o = result["overall"]
     maj = f"{o['maj_at_n']:.3f}" if "maj_at_n" in o else "-"
+    slips = f"{o['slip_rate']:.3f}" if "slip_rate" in o else "-"  # eval.json files written before it existed
     lines = [
         f"| accuracy | pass@{o['k']} | maj@{o.get('n_samples', 'n')} | format | lang. consistency | mixing | "
-        f"mean length | n |",
-        "|---|---|---|---|---|---|---|---|",
+        f"mean length | arithmetic slips | n |",
+        "|---|---|---|---|---|---|---|---|---|",
         f"| {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {maj} | {o['format_rate']:.3f} | "
-        f"{o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | {o['mean_length']:.1f} | {o['n']} |",
+        f"{o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | {o['mean_length']:.1f} | {slips} | {o['n']} |",
         "",
     ]
     levels = sorted({d for t in result["by_task"].values() for d in t}, key=int)

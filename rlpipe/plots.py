@@ -6,8 +6,8 @@
   balanced), which is what auxiliary-loss-free balancing drives down.
 - `eval_accuracy.png`: held-out greedy accuracy per task and difficulty from eval.json.
 - RL stages (metrics with `reward/mean`): `rl_curves.png` (reward and rollout accuracy, response
-  length, KL, entropy, clip fractions, rollout/trainer mismatch, dynamic-sampling drops, step time
-  by part) and `success_heatmap.png` (rollout success rate per task/level over steps).
+  length, KL, entropy, clip fractions, rollout/trainer mismatch, dynamic-sampling drops, arithmetic
+  slips, step time by part) and `success_heatmap.png` (rollout success rate per task/level over steps).
 Any other numeric series a stage logs goes to `metrics.png`, one panel each.
 Stage 4: `rm_vs_rule.png` (the RM's score of rule-right vs rule-wrong reasoning completions and
 its AUC over steps). The run report (`rlpipe.report`): `stages_accuracy.png` (per-stage greedy
@@ -44,6 +44,7 @@ RL_PANELS = {
     "rollout vs trainer logprob": ("mismatch/logp_diff_mean", "mismatch/logp_diff_max"),
     "mismatch correction": ("mismatch/ratio_mean", "mismatch/masked_token_frac", "mismatch/truncated_frac"),
     "dynamic sampling / truncation": ("dynamic_sampling/dropped_frac", "truncated_frac"),
+    "arithmetic slips in rollouts": ("slips/samples_frac", "slips/per_sample"),
     "reward model (standardised)": ("reward/reward_model", "reward/rm_probe"),
     "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "time/train", "push_seconds"),
 }

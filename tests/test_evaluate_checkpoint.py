@@ -12,7 +12,7 @@ from rlpipe.evaluate import EvalConfig, evaluate_checkpoint, grade
 from rlpipe.model.cli import main as init_model
 
 OVERALL_KEYS = {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency", "mixing_rate",
-                "mean_length", "mixed_groups", "n"}
+                "mean_length", "mixed_groups", "slip_rate", "n"}
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,9 @@ def test_markdown_table_has_a_row_per_task_and_a_column_per_level():
     assert "| arithmetic | 1.00 / 1.00 (n=2) | - | 0.00 / 0.50 (n=1) |" in table
     assert "| countdown | - | 1.00 / 1.00 (n=1) | - |" in table
     assert "pass@4" in table
+    assert "| 42.0 | - | 4 |" in table  # no slip rate in an eval.json written before it existed
+    result["overall"]["slip_rate"] = 0.125
+    assert "| 42.0 | 0.125 | 4 |" in markdown_table(result)
 
 
 def test_per_cell_counts_mixed_groups_per_task_and_level():

@@ -271,6 +271,44 @@ def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_dynamic_sampling_keeps_all_wrong_groups_with_a_slip_when_asked(artefacts, keep):
+    """Every scripted answer is wrong (all-equal rewards: DAPO drops the group), but one sample in
+    each group states 18 - 13 = 4: with the slip penalty that group still has signal."""
+    from rewards import combine
+    from rewards.parallel import ParallelReward
+    from rlpipe.config import ReasoningRLConfig
+    from rlpipe.model import load_pretrained
+    from rlpipe.sampler import PromptSampler
+    from rlpipe.tokenizer import load_tokenizer
+    from rlpipe.train import make_accelerator
+    from rlpipe.train.rl import GRPOSteps
+
+    import datasets
+
+    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
+    model_dir = artefacts / "run" / "stage-1"
+    model, tokenizer = load_pretrained(model_dir), load_tokenizer(model_dir)
+    texts = ["<think>\n18 - 13 = 4.\n</think> <answer>-987654</answer>",
+             "<think>\nno idea\n</think> <answer>-987654</answer>"]
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 2
+    cfg.grpo.slip_penalty, cfg.grpo.keep_slip_groups, cfg.grpo.max_refill_rounds = 1.0, keep, 1
+    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=ScriptedEngine(tokenizer, texts),
+                      reward=ParallelReward(combine({"task_accuracy": 1.0}), max_workers=2),
+                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=2), grpo=cfg.grpo,
+                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=2, seed=0, seq_len=256,
+                      accelerator=make_accelerator(cfg.train))
+    micro = steps.micro_batches(0, 0)
+    metrics = steps.pending["metrics"]
+    assert metrics["accuracy"] == 0.0
+    assert metrics["dynamic_sampling/dropped_frac"] == (0.0 if keep else 1.0)
+    assert metrics["dynamic_sampling/extra_groups"] == (0.0 if keep else 2.0)  # one refill round of 2
+    # the batch has its 2 x 2 samples either way; the slip's token carries -1 in both
+    assert sum(int(b["advantages"].numel()) for b in micro) == 4
+    assert sum(float(b["token_credit"].sum()) for b in micro) == -2.0
+
+
 @pytest.mark.parametrize("override, message", [
     ("rewards.weights={task_accuracy: 1.0, acuracy: 1.0}", "unknown reward"),
     ("grpo.loss_type=ppo2", "loss_type"),

@@ -10,7 +10,8 @@ One optimizer step on process r of W (`GRPOSteps`):
    `rewards.parallel.ParallelReward`; a term that raises or times out gives None and is counted.
 4. DAPO dynamic sampling: groups whose rewards are all equal carry no advantage; they are dropped
    and refilled from the sampler's spare prompts for at most `max_refill_rounds` extra rounds. If
-   still short, the dropped groups fill the batch (advantage 0: they add only the KL term).
+   still short, the dropped groups fill the batch (advantage 0: they add only the KL term). With the
+   slip penalty, a group with a slip counts as informative (`keep_slip_groups`).
 5. Advantages per group (`grpo.group_advantages`: GRPO mean/std, Dr. GRPO mean only, batch std).
    Overlong samples (no EOS) are masked from the loss (`overlong: mask`) or shaped by DAPO's
    overlong reward (`overlong: shape`); Kimi's length penalty joins after its warm-up. Arithmetic
@@ -70,6 +71,9 @@ class GRPOConfig(LossConfig):
     # Process credit from a calculator (rewards.steps): the token where the completion states a
     # wrong arithmetic result ("12 + 4 = 17": the 7) has this subtracted from its advantage. 0 = off.
     slip_penalty: float = 0.0
+    # With the slip penalty on, an all-equal group that has a slip still carries signal (on the slip
+    # tokens), so dynamic sampling keeps it (true) or drops it as DAPO would (false).
+    keep_slip_groups: bool = True
     micro_batch_rows: int = 8  # packed rows per micro-batch
     completions_every: int = 10  # write completions.jsonl every N steps (0 = never)
 
@@ -125,6 +129,7 @@ class Scored:
     correct: np.ndarray  # (groups, G) 1.0 where the correctness reward paid in full
     breakdown: dict[str, list]  # term -> per sample
     group_size: int
+    slips: list[list] = field(default_factory=list)  # per sample: rewards.steps.arithmetic_slips
 
     @property
     def n_groups(self) -> int:
@@ -138,7 +143,8 @@ class Scored:
                       rollout_logp=[self.rollout_logp[s] for s in samples], text=[self.text[s] for s in samples],
                       truncated=[self.truncated[s] for s in samples], rewards=self.rewards[list(groups)],
                       correct=self.correct[list(groups)],
-                      breakdown={k: [v[s] for s in samples] for k, v in self.breakdown.items()}, group_size=G)
+                      breakdown={k: [v[s] for s in samples] for k, v in self.breakdown.items()}, group_size=G,
+                      slips=[self.slips[s] for s in samples])
 
     @staticmethod
     def concat(parts: Sequence["Scored"]) -> "Scored":
@@ -150,7 +156,7 @@ class Scored:
                       rewards=np.concatenate([p.rewards for p in parts]),
                       correct=np.concatenate([p.correct for p in parts]),
                       breakdown={k: [x for p in parts for x in p.breakdown[k]] for k in first.breakdown},
-                      group_size=first.group_size)
+                      group_size=first.group_size, slips=[x for p in parts for x in p.slips])
 
 
 def pack_rollouts(prompt_ids: Sequence[Sequence[int]], token_ids: Sequence[Sequence[int]], group_size: int,
@@ -388,7 +394,7 @@ class GRPOSteps:
         scored = Scored(rows=list(indices), prompt_ids=[self.prompt_ids[i] for i in indices],
                         token_ids=out.token_ids, rollout_logp=out.logprobs, text=out.text, truncated=out.truncated,
                         rewards=totals.reshape(-1, G), correct=correct.reshape(-1, G), breakdown=result.breakdown,
-                        group_size=G)
+                        group_size=G, slips=[arithmetic_slips(text) for text in out.text])
         timing = {"time/generate": t1 - t0, "time/reward": t2 - t1,
                   "reward/none": float(sum(v is None for v in result.totals))}
         timing.update(result.metrics())
@@ -406,7 +412,7 @@ class GRPOSteps:
         observed_rows, observed_success = list(scored.rows), scored.correct.mean(1).tolist()
         n_generated_groups, n_dropped = scored.n_groups, 0
         if g.dynamic_sampling:
-            keep = dynamic_sampling_keep(torch.as_tensor(scored.rewards)).tolist()
+            keep = self._informative(scored)
             kept = scored.take([i for i, k in enumerate(keep) if k])
             dropped = scored.take([i for i, k in enumerate(keep) if not k])
             n_dropped = dropped.n_groups
@@ -420,7 +426,7 @@ class GRPOSteps:
                 observed_rows += more.rows
                 observed_success += more.correct.mean(1).tolist()
                 n_generated_groups += more.n_groups
-                keep = dynamic_sampling_keep(torch.as_tensor(more.rewards)).tolist()
+                keep = self._informative(more)
                 kept = Scored.concat([kept, more.take([i for i, k in enumerate(keep) if k])])
                 dropped = Scored.concat([dropped, more.take([i for i, k in enumerate(keep) if not k])])
                 n_dropped += sum(not k for k in keep)
@@ -439,7 +445,7 @@ class GRPOSteps:
         else:
             advantages = group_advantages(rewards, scale=g.scale_rewards)
         advantages = advantages.reshape(-1).float()
-        slips = [arithmetic_slips(text) for text in scored.text]
+        slips = scored.slips
         credit, unplaced = None, 0
         if g.slip_penalty > 0:
             placed = [slip_credit(self.tokenizer, ids, text, found, g.slip_penalty)
@@ -459,6 +465,15 @@ class GRPOSteps:
         if self.out_dir is not None and self.rank == 0 and g.completions_every and step % g.completions_every == 0:
             self._write_completions(scored, advantages, step, slips)
         return {"step": step, "micro": micro, "counts": counts}
+
+    def _informative(self, scored: Scored) -> list[bool]:
+        """Per group: does it carry any advantage? DAPO: its rewards differ; with the slip penalty
+        (and keep_slip_groups) also: one of its samples has a slip."""
+        keep = dynamic_sampling_keep(torch.as_tensor(scored.rewards)).tolist()
+        if self.grpo.slip_penalty > 0 and self.grpo.keep_slip_groups:
+            G = scored.group_size
+            keep = [k or any(scored.slips[g * G:(g + 1) * G]) for g, k in enumerate(keep)]
+        return keep
 
     def _kimi_length(self, scored: Scored) -> np.ndarray:
         from rewards import get
