@@ -249,7 +249,7 @@ def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
     micro = steps.micro_batches(0, 0)
     metrics = steps.pending["metrics"]
     assert metrics["slips/samples_frac"] == 0.5 and metrics["slips/per_sample"] == 0.75
-    assert metrics["slips/unplaced"] == 0.0
+    assert metrics["num_slips_unplaced"] == 0.0
     seen = 0
     for batch in micro:
         credit, mask = batch["token_credit"], batch["mask"]

@@ -445,25 +445,21 @@ class GRPOSteps:
         else:
             advantages = group_advantages(rewards, scale=g.scale_rewards)
         advantages = advantages.reshape(-1).float()
-        slips = scored.slips
         credit, unplaced = None, 0
         if g.slip_penalty > 0:
             placed = [slip_credit(self.tokenizer, ids, text, found, g.slip_penalty)
-                      for ids, text, found in zip(scored.token_ids, scored.text, slips)]
+                      for ids, text, found in zip(scored.token_ids, scored.text, scored.slips)]
             credit, unplaced = [c for c, _ in placed], sum(u for _, u in placed)
         mask_truncated = g.overlong == "mask"
         micro, counts = self._pack(scored, advantages, mask_truncated, credit)
         self.pending["observed"] = (observed_rows, observed_success)
-        metrics = self._rollout_metrics(scored, advantages, timing, n_generated_groups, n_dropped)
-        metrics.update({"slips/per_sample": float(np.mean([len(s) for s in slips])),
-                        "slips/samples_frac": float(np.mean([bool(s) for s in slips]))})
-        if credit is not None:
-            metrics["slips/unplaced"] = float(unplaced)
+        metrics = self._rollout_metrics(scored, advantages, timing, n_generated_groups, n_dropped,
+                                        unplaced if credit is not None else None)
         metrics.update(self.sampler.step_metrics(order[:P]))  # the same global sample on every process
         metrics["time/pack_score"] = time.perf_counter() - t0
         self.pending["metrics"] = metrics
         if self.out_dir is not None and self.rank == 0 and g.completions_every and step % g.completions_every == 0:
-            self._write_completions(scored, advantages, step, slips)
+            self._write_completions(scored, advantages, step)
         return {"step": step, "micro": micro, "counts": counts}
 
     def _informative(self, scored: Scored) -> list[bool]:
@@ -558,7 +554,7 @@ class GRPOSteps:
 
     # -- logging -------------------------------------------------------------------------------------
     def _rollout_metrics(self, scored: Scored, advantages: torch.Tensor, timing: dict, n_groups: int,
-                         n_dropped: int) -> dict:
+                         n_dropped: int, unplaced: int | None = None) -> dict:
         lengths = [len(t) for t in scored.token_ids]
         graded = [v is not None for v in scored.breakdown[correctness_term(scored.breakdown)]]
         metrics = {
@@ -572,8 +568,12 @@ class GRPOSteps:
             "dynamic_sampling/dropped_frac": n_dropped / max(1, n_groups),
             "dynamic_sampling/extra_groups": float(n_groups - scored.n_groups),
             "num_completion_tokens": float(sum(lengths)), "num_prompts": float(scored.n_groups),
+            "slips/per_sample": float(np.mean([len(s) for s in scored.slips])),
+            "slips/samples_frac": float(np.mean([bool(s) for s in scored.slips])),
             **timing,
         }
+        if unplaced is not None:  # slips the penalty could not put on a token (prefix decodes disagreed)
+            metrics["num_slips_unplaced"] = float(unplaced)
         return average_over_processes(metrics, self.world)
 
     def _success_by_level(self, rows: Sequence[int], success: Sequence[float]) -> dict[str, float]:
@@ -583,7 +583,7 @@ class GRPOSteps:
             cells.setdefault(f"success/{self.rows[r].get('task')}/{self.rows[r].get('difficulty')}", []).append(s)
         return {k: float(np.mean(v)) for k, v in sorted(cells.items())}
 
-    def _write_completions(self, scored: Scored, advantages: torch.Tensor, step: int, slips: list) -> None:
+    def _write_completions(self, scored: Scored, advantages: torch.Tensor, step: int) -> None:
         path = self.out_dir / "completions.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         G = scored.group_size
@@ -595,5 +595,5 @@ class GRPOSteps:
                                     "reward": float(scored.rewards.reshape(-1)[k]),
                                     "parts": {n: v[k] for n, v in scored.breakdown.items()},
                                     "advantage": float(advantages[k]), "truncated": scored.truncated[k],
-                                    "slips": [slip.statement for slip in slips[k]]},
+                                    "slips": [slip.statement for slip in scored.slips[k]]},
                                    ensure_ascii=False) + "\n")
