@@ -9,6 +9,9 @@
   sampler's success table merges every rank's prompts.
 - DAPO dynamic sampling with a reward that makes some groups all-equal: they are dropped and
   refilled within the bound, and the batch keeps its size.
+- The slip penalty on scripted completions (a scripted engine: the random model writes no arithmetic):
+  the credit sits on each wrong digit's token and nowhere else, the loss backpropagates through it,
+  and dynamic sampling keeps an all-wrong group with a slip only when `keep_slip_groups` says so.
 - Bad input: an unknown reward, an unknown loss, an RL split without answers, no stage-1 folder:
   one line each, naming the fix, exit code 2.
 The model is a random tiny checkpoint (nothing to learn from in 3 steps: learning is measured by
@@ -152,12 +155,11 @@ def test_two_processes_each_with_an_engine_merge_the_sampler(artefacts, tmp_path
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["num_prompts"] == 4
 
 
-def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(artefacts):
-    """In-process with the real local engine and rewards: a reward that pays every sample of
-    even-numbered rows the same makes their groups carry no advantage."""
+def in_process_steps(artefacts, cfg, reward_terms, engine=None, seq_len=128):
+    """GRPOSteps on the built rl split and the saved checkpoint, in this process (no `rlpipe run`):
+    the real local engine unless `engine` is given, the real rewards in worker threads."""
     from rewards import combine
     from rewards.parallel import ParallelReward
-    from rlpipe.config import ReasoningRLConfig
     from rlpipe.model import load_pretrained
     from rlpipe.rollout import make_engine
     from rlpipe.sampler import PromptSampler
@@ -168,23 +170,33 @@ def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(ar
     import datasets
 
     rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
-    even = {r["id"] for i, r in enumerate(rows) if i % 2 == 0}
+    model_dir = artefacts / "run" / "stage-1"
+    model, tokenizer = load_pretrained(model_dir), load_tokenizer(model_dir)
+    engine = make_engine("local", model_dir, model=model) if engine is None else engine(tokenizer)
+    reward = ParallelReward(combine(reward_terms(rows) if callable(reward_terms) else reward_terms), max_workers=2)
+    return GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine, reward=reward,
+                     sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=4), grpo=cfg.grpo,
+                     rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=4, seed=0, seq_len=seq_len,
+                     accelerator=make_accelerator(cfg.train))
 
-    def parity_reward(prompts, completions, id, **_):
-        return [1.0 if i in even else float(len(c) % 3) for i, c in zip(id, completions)]
+
+def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(artefacts):
+    """In-process with the real local engine and rewards: a reward that pays every sample of
+    even-numbered rows the same makes their groups carry no advantage."""
+    from rlpipe.config import ReasoningRLConfig
+
+    def terms(rows):
+        even = {r["id"] for i, r in enumerate(rows) if i % 2 == 0}
+
+        def parity_reward(prompts, completions, id, **_):
+            return [1.0 if i in even else float(len(c) % 3) for i, c in zip(id, completions)]
+
+        return {"task_accuracy": 1.0, parity_reward: 1.0}
 
     cfg = ReasoningRLConfig()
     cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens = 6, 4, 10
     cfg.grpo.max_refill_rounds = 2
-    model_dir = artefacts / "run" / "stage-1"
-    model = load_pretrained(model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    engine = make_engine("local", model_dir, model=model)
-    acc = make_accelerator(cfg.train)
-    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=engine,
-                      reward=ParallelReward(combine({"task_accuracy": 1.0, parity_reward: 1.0}), max_workers=2),
-                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=4), grpo=cfg.grpo,
-                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=4, seed=0, seq_len=128, accelerator=acc)
+    steps = in_process_steps(artefacts, cfg, terms)
     micro = steps.micro_batches(0, 0)
     metrics = steps.pending["metrics"]
     n_samples = sum(int(b["advantages"].numel()) for b in micro)
@@ -194,7 +206,7 @@ def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(ar
     assert 0 < metrics["dynamic_sampling/extra_groups"] + 6 <= 6 * (1 + cfg.grpo.max_refill_rounds)
     informative = sum(float(b["advantages"].abs().sum()) > 0 for b in micro)
     assert informative >= 1
-    engine.close()
+    steps.engine.close()
 
 
 class ScriptedEngine:
@@ -219,20 +231,8 @@ def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
     """In-process: the scripted completions carry arithmetic slips; with grpo.slip_penalty each one's
     wrong digit (and nothing else) gets that much less advantage in the packed batch, and the loss
     backpropagates through the per-token advantages."""
-    from rewards import combine
-    from rewards.parallel import ParallelReward
     from rlpipe.config import ReasoningRLConfig
-    from rlpipe.model import load_pretrained
-    from rlpipe.sampler import PromptSampler
-    from rlpipe.tokenizer import load_tokenizer
-    from rlpipe.train import make_accelerator
-    from rlpipe.train.rl import GRPOSteps
 
-    import datasets
-
-    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
-    model_dir = artefacts / "run" / "stage-1"
-    model, tokenizer = load_pretrained(model_dir), load_tokenizer(model_dir)
     texts = ["<think>\n把常数移到右边：18 - 13 = 4。\n4x = 4.\n</think> <answer>x = 1</answer>",
              "<think>\n12 + 4 = 16.\n16 / 4 = 4.\n</think> <answer>4</answer>",
              "<think>\n-9 - 9 = 3.\nx = 3 / 4 = 1.\n</think> <answer>x = 1</answer>",
@@ -241,11 +241,8 @@ def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
     cfg = ReasoningRLConfig()
     cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 4
     cfg.grpo.slip_penalty, cfg.grpo.dynamic_sampling = 0.5, False
-    acc = make_accelerator(cfg.train)
-    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=ScriptedEngine(tokenizer, texts),
-                      reward=ParallelReward(combine({"task_accuracy": 1.0}), max_workers=2),
-                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=2), grpo=cfg.grpo,
-                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=2, seed=0, seq_len=256, accelerator=acc)
+    steps = in_process_steps(artefacts, cfg, {"task_accuracy": 1.0}, lambda tok: ScriptedEngine(tok, texts), 256)
+    tokenizer = steps.tokenizer
     micro = steps.micro_batches(0, 0)
     metrics = steps.pending["metrics"]
     assert metrics["slips/samples_frac"] == 0.5 and metrics["slips/per_sample"] == 0.75
@@ -266,39 +263,23 @@ def test_slip_penalty_lands_on_the_first_wrong_digit_and_trains(artefacts):
             assert torch.all(credit[i][hit] == -0.5)
             seen += 1
     assert seen == 8
-    loss, _ = steps.loss(model, micro[0])
+    loss, _ = steps.loss(steps.model, micro[0])
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in steps.model.parameters())
 
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_dynamic_sampling_keeps_all_wrong_groups_with_a_slip_when_asked(artefacts, keep):
     """Every scripted answer is wrong (all-equal rewards: DAPO drops the group), but one sample in
     each group states 18 - 13 = 4: with the slip penalty that group still has signal."""
-    from rewards import combine
-    from rewards.parallel import ParallelReward
     from rlpipe.config import ReasoningRLConfig
-    from rlpipe.model import load_pretrained
-    from rlpipe.sampler import PromptSampler
-    from rlpipe.tokenizer import load_tokenizer
-    from rlpipe.train import make_accelerator
-    from rlpipe.train.rl import GRPOSteps
 
-    import datasets
-
-    rows = [dict(r) for r in datasets.load_from_disk(str(artefacts / "data" / "rl"))]
-    model_dir = artefacts / "run" / "stage-1"
-    model, tokenizer = load_pretrained(model_dir), load_tokenizer(model_dir)
     texts = ["<think>\n18 - 13 = 4.\n</think> <answer>-987654</answer>",
              "<think>\nno idea\n</think> <answer>-987654</answer>"]
     cfg = ReasoningRLConfig()
     cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 2
     cfg.grpo.slip_penalty, cfg.grpo.keep_slip_groups, cfg.grpo.max_refill_rounds = 1.0, keep, 1
-    steps = GRPOSteps(model=model, tokenizer=tokenizer, rows=rows, engine=ScriptedEngine(tokenizer, texts),
-                      reward=ParallelReward(combine({"task_accuracy": 1.0}), max_workers=2),
-                      sampler=PromptSampler(rows, cfg.sampler, seed=0, num_steps=2), grpo=cfg.grpo,
-                      rollout=cfg.rollout, rewards_cfg=cfg.rewards, num_steps=2, seed=0, seq_len=256,
-                      accelerator=make_accelerator(cfg.train))
+    steps = in_process_steps(artefacts, cfg, {"task_accuracy": 1.0}, lambda tok: ScriptedEngine(tok, texts), 256)
     micro = steps.micro_batches(0, 0)
     metrics = steps.pending["metrics"]
     assert metrics["accuracy"] == 0.0
