@@ -83,14 +83,15 @@ def targets(data: dict, rl_margin: float = 0.10) -> list[tuple[str, bool | None,
 
 
 def overall_table(evals: dict[str, dict], minutes: dict[str, float], rss: dict[str, float]) -> str:
-    lines = ["| stage | greedy | pass@k | maj@n | format | language consistency | mixing | mean length | minutes "
-             "| peak RSS GB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| stage | greedy | pass@k | maj@n | format | language consistency | mixing | mean length | "
+             "arithmetic slips | minutes | peak RSS GB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for stage, e in evals.items():
         o = e["overall"]
         maj = f"{o['maj_at_n']:.3f}" if "maj_at_n" in o else "-"
+        slips = f"{o['slip_rate']:.3f}" if "slip_rate" in o else "-"  # eval.json from before it existed
         lines.append(f"| {stage} ({STAGE_NAMES[stage]}) | {o['accuracy']:.3f} | {o['pass_at_k']:.3f} | {maj} | "
                      f"{o['format_rate']:.3f} | {o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | "
-                     f"{o['mean_length']:.1f} | {minutes.get(stage) or '-'} | {rss.get(stage) or '-'} |")
+                     f"{o['mean_length']:.1f} | {slips} | {minutes.get(stage) or '-'} | {rss.get(stage) or '-'} |")
     return "\n".join(lines)
 
 

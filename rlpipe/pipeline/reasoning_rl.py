@@ -189,7 +189,7 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
             ("maj_at_n", f"maj@{after['overall'].get('n_samples', 'n')}"),
             ("format_rate", "format"), ("language_consistency", "language consistency"),
             ("mixing_rate", "language mixing"), ("mean_length", "mean length (tokens)"),
-            ("mixed_groups", "mixed groups")]
+            ("mixed_groups", "mixed groups"), ("slip_rate", "greedy answers with an arithmetic slip")]
     lines = [f"| | {before_name} | {after_name} | change |", "|---|---|---|---|"]
     for key, name in keys:
         if key not in before["overall"] or key not in after["overall"]:
