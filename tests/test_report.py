@@ -46,7 +46,7 @@ def test_report_page_and_plots(tmp_path):
     page = build_report(tmp_path).read_text()
     assert "Reward-hacking sign" not in page  # the RM score and exact match both rose
     assert "| stage 2 >= stage 1 + 0.10 | yes | 0.400 -> 0.550 (+0.150) |" in page
-    assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 | 0.990 | 1.000 | 0.000 | 90.0 | 1.5 | 2.5 |" in page
+    assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 | 0.990 | 1.000 | 0.000 | 90.0 | - | 1.5 | 2.5 |" in page
     assert "| arithmetic 1 | 0.40 / 0.60 | 0.55 / 0.60 | 0.54 / 0.60 | 0.56 / 0.60 |" in page
     assert "Stages not run yet: stage-0 (base)." in page and "| all | 8 | 4 | 4 | 3 | 2 | 0.25 |" in page
     for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png"):
