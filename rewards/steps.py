@@ -7,8 +7,8 @@ sample alike; the rule here finds the character where the arithmetic went wrong,
 supervision by a calculator, not by a learned model: it pays nothing for right steps (so writing
 more of them earns nothing) and it cannot be argued with.
 
-A *statement* is `LHS = RHS` where LHS is integer arithmetic (literals, + - * / and the signs
-x-less `×` `÷`, parentheses, at least one operator) and RHS one number, e.g. `ones 7 + 5 = 12,`,
+A *statement* is `LHS = RHS` where LHS is integer arithmetic (literals, + - * / or `×` `÷`,
+parentheses, at least one operator) and RHS one number, e.g. `ones 7 + 5 = 12,`,
 `x = 16 / 4 = 4.` (the part `16 / 4 = 4`), `25 - 7 = 18`. Text that only looks like arithmetic is
 left alone, because a false slip would punish a right step:
 - an LHS that continues an algebraic term to its left (`9x + 14 = 20`: the `14` follows `+`),
@@ -47,8 +47,9 @@ _RHS = regex.compile(r"\s*(-?\d+(?:\.\d+)?)(?!\d|\.\d|,\d|\s*[-+*/×÷^(]|[A-Za-
 
 
 class Statement(NamedTuple):
-    start: int  # offset in the text of the first wrong character (or of the one after a cut-short result);
-    #             for a right statement, of its result
+    # offset in the text of the first wrong character (or of the one after a cut-short result);
+    # for a right statement, of its result's first character
+    start: int
     statement: str  # "12 + 4 = 17"
     stated: str  # "17"
     right: str  # "16"
