@@ -94,3 +94,13 @@ def test_base_loss_is_shown_per_run(tmp_path):
     assert "held-out solution loss 0.066 nats per token" in build_report(tmp_path / "s0").read_text()
     page = build_runs_report([tmp_path / "s0", tmp_path / "s1"], tmp_path / "runs_report.md").read_text()
     assert "(lower is stronger): s0 0.066, s1 0.347." in page
+
+
+def test_stage_table_shows_the_slip_rate_where_the_eval_has_it():
+    from rlpipe.report import overall_table
+
+    with_slips = eval_json(0.5)
+    with_slips["overall"]["slip_rate"] = 0.25
+    table = overall_table({"stage-1": eval_json(0.4), "stage-2": with_slips}, {"stage-2": 3.0}, {})
+    assert "| stage-2 (reasoning RL) | 0.500 | 0.600 | 0.500 | 0.990 | 1.000 | 0.000 | 90.0 | 0.250 | 3.0 | - |" in table
+    assert "| 90.0 | - | - | - |" in table  # stage 1's eval.json predates the slip rate
