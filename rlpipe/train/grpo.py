@@ -206,7 +206,7 @@ def _token_clip(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surro
     return _ppo_clip(ratio_BT, adv_BT, cfg.eps_low, cfg.eps_high, cfg.delta)
 
 
-def _gspo(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surrogate:
+def _gspo(logp_BT, old_logp_BT, adv_B1, mask_BT, cfg: LossConfig) -> Surrogate:
     """GSPO: s_i = exp(mean_t log rho_t), clipped per sequence, broadcast over the sequence's tokens.
 
     Value and gradient equal the paper's GSPO-token form with A_{i,t} = A_i: d s_i / d logp_t =
@@ -216,7 +216,7 @@ def _gspo(logp_BT, old_logp_BT, adv_BT, mask_BT, cfg: LossConfig) -> Surrogate:
     """
     n_B = mask_BT.sum(dim=1).clamp(min=1)
     seq_log_ratio_B1 = (((logp_BT - old_logp_BT) * mask_BT).sum(dim=1) / n_B)[:, None]
-    s = _ppo_clip(torch.exp(seq_log_ratio_B1), adv_BT, cfg.gspo_eps_low, cfg.gspo_eps_high, cfg.delta)
+    s = _ppo_clip(torch.exp(seq_log_ratio_B1), adv_B1, cfg.gspo_eps_low, cfg.gspo_eps_high, cfg.delta)
     shape = logp_BT.shape
     return Surrogate(s.loss_BT.expand(shape), s.ratio_BT.expand(shape), s.low_BT.expand(shape), s.high_BT.expand(shape))
 
