@@ -129,7 +129,7 @@ class Scored:
     correct: np.ndarray  # (groups, G) 1.0 where the correctness reward paid in full
     breakdown: dict[str, list]  # term -> per sample
     group_size: int
-    slips: list[list] = field(default_factory=list)  # per sample: rewards.steps.arithmetic_slips
+    slips: list[list]  # per sample: rewards.steps.arithmetic_slips
 
     @property
     def n_groups(self) -> int:
