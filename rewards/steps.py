@@ -3,9 +3,10 @@
 A small policy's wrong answers are mostly slips inside a right method: "12 + 4 = 17", then the
 rest of the trace builds on 17. An outcome reward charges the slip to all ~90 tokens of the
 sample alike; the rule here finds the character where the arithmetic went wrong, so the trainer
-(`grpo.slip_penalty`, rlpipe/train/rl.py) can put a penalty on that one token. It is process
-supervision by a calculator, not by a learned model: it pays nothing for right steps (so writing
-more of them earns nothing) and it cannot be argued with.
+(rlpipe/train/rl.py) can put a penalty on that one token (`grpo.slip_penalty`) or teach the right
+character there (`grpo.slip_correction`). It is process supervision by a calculator, not by a
+learned model: it pays nothing for right steps (so writing more of them earns nothing) and it
+cannot be argued with.
 
 A *statement* is `LHS = RHS` where LHS is integer arithmetic (literals, + - * / or `×` `÷`,
 parentheses, at least one operator) and RHS one number, e.g. `ones 7 + 5 = 12,`,
@@ -23,7 +24,8 @@ usual precedence. A decimal RHS is right when it is the value rounded to its own
 `arithmetic_slips(text)`: the wrong ones, each with the offset of its first wrong
 character: the first character where the stated result and the right one differ, or, when the
 stated result is a cut-short prefix of the right one (`= 16` for 160), the character just after
-it (the model chose to end the number there).
+it (the model chose to end the number there); and the character that belongs there (`expected`:
+the calculator's correction, which `grpo.slip_correction` teaches at that token).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Statement(NamedTuple):
     stated: str  # "17"
     right: str  # "16"
     ok: bool
+    # the character a right statement has at `start` ("6"); "" when there is none to name: the
+    # stated result should have ended there ("160" for 16), or the text ends inside the result
+    expected: str = ""
 
 
 def _right_result(value: Fraction, stated: str) -> tuple[bool, str]:
@@ -106,8 +111,10 @@ def arithmetic_statements(text: str) -> list[Statement]:
             continue
         stated = rhs.group(1)
         ok, right = _right_result(value, stated)
-        start = rhs.start(1) + (0 if ok else _first_wrong(stated, right))
+        wrong = 0 if ok else _first_wrong(stated, right)
+        start = rhs.start(1) + wrong
+        expected = right[wrong] if wrong < len(right) else ""
         if start >= len(text):
-            start = rhs.end(1) - 1  # the text ends with the cut-short number: its last digit
-        found.append(Statement(start, f"{lhs.group(1).strip()} = {stated}", stated, right, ok))
+            start, expected = rhs.end(1) - 1, ""  # the text ends with the cut-short number: its last digit
+        found.append(Statement(start, f"{lhs.group(1).strip()} = {stated}", stated, right, ok, expected))
     return found

@@ -65,6 +65,23 @@ def test_first_wrong_character_and_cut_short_results():
     assert slip.right == "12"
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("12 + 4 = 17.", "6"),  # the calculator's digit where the first wrong one stands
+    ("47 - 2 = 35", "4"),
+    ("12 * 10 = 12.", "0"),  # cut short: the next digit of 120
+    ("-2 - 5 = 7", "-"),  # the sign is the first wrong character
+    ("3 / 4 = 1", "0"),  # of 0.75
+    ("4 * 4 = 160", ""),  # the result should have ended: no character to name
+    ("12 * 10 = 12", ""),  # the text ends inside the result: nothing after it to name
+])
+def test_each_slip_names_the_character_that_belongs_there(text, expected):
+    (slip,) = arithmetic_slips(text)
+    assert slip.expected == expected
+    if expected:  # replacing the wrong character by it starts the right result
+        fixed = text[:slip.start] + expected
+        assert (fixed[fixed.rindex("=") + 1:].strip()) == slip.right[:len(fixed) - fixed.rindex("=") - 2]
+
+
 @pytest.mark.parametrize("text, wrong", [
     ("10 / 3 = 3.33", False),  # rounded to its own digits
     ("10 / 3 = 3.34", True),

@@ -12,6 +12,9 @@
 - The slip penalty on scripted completions (a scripted engine: the random model writes no arithmetic):
   the credit sits on each wrong digit's token and nowhere else, the loss backpropagates through it,
   and dynamic sampling keeps an all-wrong group with a slip only when `keep_slip_groups` says so.
+- The slip correction on the same scripts: the right digit's token is the second target at each
+  slip, the loss adds its cross-entropy (checked against the plain forward's logits), and the slips
+  of dropped groups are taught without a policy term.
 - Bad input: an unknown reward, an unknown loss, an RL split without answers, no stage-1 folder:
   one line each, naming the fix, exit code 2.
 The model is a random tiny checkpoint (nothing to learn from in 3 steps: learning is measured by
@@ -288,6 +291,78 @@ def test_dynamic_sampling_keeps_all_wrong_groups_with_a_slip_when_asked(artefact
     # the batch has its 2 x 2 samples either way; the slip's token carries -1 in both
     assert sum(int(b["advantages"].numel()) for b in micro) == 4
     assert sum(float(b["token_credit"].sum()) for b in micro) == -2.0
+
+
+def test_slip_correction_teaches_the_calculators_digit_at_each_slip(artefacts):
+    """In-process: grpo.slip_correction puts, at the token of each slip's first wrong digit, the
+    token with the right digit as a second target (18 - 13 = 4 -> "5"; 3 / 4 = 1 -> "0" of 0.75);
+    the loss adds the weight times the mean cross-entropy of those targets, computed here by hand
+    from the model's plain forward logits."""
+    from rlpipe.config import ReasoningRLConfig
+
+    texts = ["<think>\n把常数移到右边：18 - 13 = 4。\n4x = 4.\n</think> <answer>x = 1</answer>",
+             "<think>\n12 + 4 = 16.\n16 / 4 = 4.\n</think> <answer>4</answer>",
+             "<think>\n-9 - 9 = 3.\nx = 3 / 4 = 1.\n</think> <answer>x = 1</answer>",
+             "<think>\nok\n</think> <answer>7</answer>"]
+    # -9 - 9 = 3 wants "-" where " 3" stands: placed only where " -" is one token, counted either way
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 4
+    cfg.grpo.slip_correction, cfg.grpo.dynamic_sampling = 2.0, False
+    steps = in_process_steps(artefacts, cfg, {"task_accuracy": 1.0}, lambda tok: ScriptedEngine(tok, texts), 256)
+    tokenizer, model = steps.tokenizer, steps.model
+    micro = steps.micro_batches(0, 0)
+    metrics = steps.pending["metrics"]
+    placed, unplaced = metrics["num_slip_corrections"], metrics["num_slip_corrections_unplaced"]
+    minus = len(tokenizer.encode(" -", add_special_tokens=False)) == 1
+    assert placed + unplaced == 2 * 3  # 3 slips in the 4 texts, each text twice
+    assert placed == 2 * (2 + minus) and metrics["num_correction_only_samples"] == 0
+    swaps, nll, n = [], 0.0, 0
+    with torch.no_grad():
+        for batch in micro:
+            at = batch["correction_mask"].nonzero().tolist()
+            logits = model(batch["input_ids"], position_ids=batch["position_ids"],
+                           segment_ids=batch["segment_ids"]).logits.float()
+            for r, p in at:
+                wrong, right = int(batch["input_ids"][r, p + 1]), int(batch["alt_targets"][r, p])
+                swaps.append((tokenizer.decode([wrong]).strip(), tokenizer.decode([right]).strip()))
+                nll -= float(torch.log_softmax(logits[r, p], -1)[right])
+                n += 1
+    assert n == placed
+    assert swaps.count(("4", "5")) == 2 and swaps.count(("1", "0")) == 2  # 18 - 13 = 5; 3 / 4 = 0.75
+    assert swaps.count(("3", "-")) == 2 * minus  # -9 - 9 = -18
+    assert all(w != r for w, r in swaps)
+    # the loss: policy loss + weight * mean cross-entropy over the step's corrections
+    with torch.no_grad():
+        with_fix = sum(float(steps.loss(model, b)[0]) for b in micro)
+        without = sum(float(steps.loss(model, {k: v for k, v in b.items() if k != "alt_targets"})[0]) for b in micro)
+    assert abs((with_fix - without) - 2.0 * nll / n) < 1e-4
+    loss, _ = steps.loss(model, micro[0])
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_slip_correction_also_teaches_the_slips_of_dropped_groups(artefacts):
+    """All-wrong groups are dropped by dynamic sampling (no advantage), but their slips are still
+    the calculator's to correct: the unused dropped groups' samples with a slip join the batch with
+    no policy or KL term (mask 0, advantage 0), carrying only their corrections."""
+    from rlpipe.config import ReasoningRLConfig
+
+    texts = ["<think>\n18 - 13 = 4.\n</think> <answer>-987654</answer>",
+             "<think>\nno idea\n</think> <answer>-987654</answer>"]
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size = 2, 2
+    cfg.grpo.slip_correction, cfg.grpo.max_refill_rounds = 1.0, 1
+    steps = in_process_steps(artefacts, cfg, {"task_accuracy": 1.0}, lambda tok: ScriptedEngine(tok, texts), 256)
+    micro = steps.micro_batches(0, 0)
+    metrics = steps.pending["metrics"]
+    assert metrics["dynamic_sampling/dropped_frac"] == 1.0 and metrics["dynamic_sampling/extra_groups"] == 2.0
+    # 2 groups fill the batch (advantage 0), the 2 refill groups' slip samples join for the correction
+    assert metrics["num_correction_only_samples"] == 2.0 and metrics["num_slip_corrections"] == 4.0
+    assert sum(int(b["advantages"].numel()) for b in micro) == 4 + 2
+    assert all(float(b["advantages"].abs().sum()) == 0 for b in micro)
+    assert sum(float(b["mask"].sum()) for b in micro) > 0  # the 4 batch samples still train (KL term)
+    assert sum(float(b["correction_mask"].sum()) for b in micro) == 4.0
+    assert all(float(b["total_corrections"]) == 4.0 for b in micro)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -61,6 +61,7 @@ class Scores:
     logprobs: torch.Tensor
     entropy: torch.Tensor | None = None
     routing: torch.Tensor | None = None
+    alt_logprobs: torch.Tensor | None = None  # (B, T-1) log p(alt_targets[:, t] | input_ids[:, :t+1])
 
 
 class DecoderLayer(nn.Module):
@@ -271,15 +272,19 @@ class Transformer(nn.Module):
     def score(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
               segment_ids: torch.Tensor | None = None, *, temperature: float = 1.0, chunk_size: int = 256,
               routing: torch.Tensor | None = None, return_routing: bool = False,
-              return_entropy: bool = False) -> Scores:
+              return_entropy: bool = False, alt_targets: torch.Tensor | None = None) -> Scores:
         """RL scoring: `token_logprobs` (see there), plus optionally the recorded routing and the
         per-position entropy of the predictive distribution (B, T-1), detached (for logging and
-        top-entropy token masking, never differentiated). `forward(..., score=True)` calls this, so
-        DDP/FSDP see the call and synchronise gradients."""
+        top-entropy token masking, never differentiated). `alt_targets` (B, T-1) int64: also the
+        logprobs of these tokens in place of the next input token (`alt_logprobs`, differentiable;
+        the slip correction's right digits), from the same logits. `forward(..., score=True)` calls
+        this, so DDP/FSDP see the call and synchronise gradients."""
         h, _, _, used = self.hidden_states(input_ids, position_ids, segment_ids, routing=routing,
                                            return_routing=return_routing)
         targets = input_ids[:, 1:]
         h = h[:, :-1]
+        if alt_targets is not None:  # both target rows go through one gather: (B, T-1, 2)
+            targets = torch.stack([targets, alt_targets.to(targets.dtype)], dim=-1)
         logps, entropies = [], []
         for start in range(0, h.shape[1], chunk_size):
             args = (h[:, start:start + chunk_size], targets[:, start:start + chunk_size])
@@ -289,18 +294,25 @@ class Transformer(nn.Module):
                 logp, ent = self._chunk_logprobs(*args, temperature, return_entropy)
             logps.append(logp)
             entropies.append(ent)
-        empty = h.new_zeros(h.shape[0], 0)
-        return Scores(logprobs=torch.cat(logps, dim=1) if logps else empty,
-                      entropy=(torch.cat(entropies, dim=1) if logps else empty) if return_entropy else None,
-                      routing=used)
+        B = h.shape[0]
+        logprobs = torch.cat(logps, dim=1) if logps else h.new_zeros(B, 0, *targets.shape[2:])
+        entropy = (torch.cat(entropies, dim=1) if logps else h.new_zeros(B, 0)) if return_entropy else None
+        alt = None
+        if alt_targets is not None:
+            logprobs, alt = logprobs[..., 0], logprobs[..., 1]
+        return Scores(logprobs=logprobs, entropy=entropy, routing=used, alt_logprobs=alt)
 
     def _chunk_logprobs(self, h: torch.Tensor, targets: torch.Tensor, temperature: float,
                         return_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """targets (B, C) or (B, C, n): logprobs of the same shape, entropy (B, C)."""
         logits = self.lm_head(h).float()
         if temperature != 1.0:
             logits = logits / temperature
         lse = logits.logsumexp(-1)
-        logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+        if targets.dim() == 2:
+            logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+        else:
+            logp = logits.gather(-1, targets) - lse.unsqueeze(-1)
         entropy = None
         if return_entropy:
             with torch.no_grad():  # H = logsumexp - sum p * logits

@@ -16,7 +16,10 @@ One optimizer step on process r of W (`GRPOSteps`):
    Overlong samples (no EOS) are masked from the loss (`overlong: mask`) or shaped by DAPO's
    overlong reward (`overlong: shape`); Kimi's length penalty joins after its warm-up. Arithmetic
    slips (`rewards.steps`: "12 + 4 = 17") are counted; with `slip_penalty` > 0 the token holding a
-   slip's first wrong character gets that much less advantage (process credit from a calculator).
+   slip's first wrong character gets that much less advantage (process credit from a calculator);
+   with `slip_correction` > 0 that token also gets the calculator's right token as a supervised
+   target (the "6"), in the batch's samples and in those of dropped groups (which join with no
+   policy or KL term).
 6. Packing: prompt + completion sequences are laid into rows with segment ids (no padding
    inside a row); every completion token gets a gather index into the scored rows, so the loss
    sees (sequences, tokens) tensors however the rows were packed.
@@ -27,7 +30,8 @@ One optimizer step on process r of W (`GRPOSteps`):
    Reference logprobs (k3 KL) when beta > 0.
 `loss`: score the micro-batch through the (DDP-wrapped) model, gather completion logprobs, weight
 by the rollout/trainer mismatch correction (`grpo.mismatch_weights`, against the engine's logprobs)
-and take the registered loss (`grpo.LOSSES`).
+and take the registered loss (`grpo.LOSSES`), plus `slip_correction` x the mean cross-entropy of
+the right tokens at the slips (scored from the same logits: `Transformer.score(alt_targets=...)`).
 `after_step`: the expert-bias rule during RL (freeze / sign rule on the training loads / sign rule
 on the rollout loads), the weight push to the engine (timed), the sampler update with the step's
 success rates (gathered over processes), the reference reset every N steps (R1).
@@ -74,6 +78,12 @@ class GRPOConfig(LossConfig):
     # With the slip penalty on, an all-equal group that has a slip still carries signal (on the slip
     # tokens), so dynamic sampling keeps it (true) or drops it as DAPO would (false).
     keep_slip_groups: bool = True
+    # Calculator correction (DAgger-style supervision of the states the policy visits): at the token
+    # of each slip's first wrong character, cross-entropy towards the token with the right character
+    # (`rewards.steps.Statement.expected`: "12 + 4 = 17" -> the "6" in place of the "7"), weighted
+    # by this, averaged over the step's corrections. Slips in groups dynamic sampling drops are
+    # taught too (their samples join the batch with no policy or KL term). 0 = off.
+    slip_correction: float = 0.0
     micro_batch_rows: int = 8  # packed rows per micro-batch
     completions_every: int = 10  # write completions.jsonl every N steps (0 = never)
 
@@ -85,6 +95,8 @@ class GRPOConfig(LossConfig):
             raise ValueError(f"grpo.micro_batch_rows={self.micro_batch_rows}: must be >= 1")
         if self.slip_penalty < 0:
             raise ValueError(f"grpo.slip_penalty={self.slip_penalty}: must be >= 0 (0 = off)")
+        if self.slip_correction < 0:
+            raise ValueError(f"grpo.slip_correction={self.slip_correction}: must be >= 0 (0 = off)")
         if self.slip_penalty > 0 and self.loss_type == "gspo":
             raise ValueError("grpo.slip_penalty is a per-token credit and loss_type gspo has one ratio per sequence: "
                              "set grpo.slip_penalty=0 or a token-level loss (dapo, grpo, dr_grpo, bnpo, cispo)")
@@ -252,6 +264,29 @@ def slip_credit(tokenizer, token_ids: Sequence[int], text: str, slips: Sequence,
     return credit, unplaced
 
 
+def slip_corrections(tokenizer, token_ids: Sequence[int], text: str,
+                     slips: Sequence) -> tuple[list[tuple[int, int]], int]:
+    """The calculator's corrections of one completion as (token index, right token id): the token
+    holding each slip's first wrong character and the token it is with the right character there
+    (`Statement.expected`); and how many slips are not one token swap (no expected character, the
+    prefix decodes disagree, or the fixed piece is not one token). One correction per token."""
+    fixes: dict[int, int] = {}
+    unplaced = 0
+    for slip in slips:
+        t = token_at(tokenizer, token_ids, text, slip.start) if slip.expected else None
+        fixed = []
+        if t is not None:
+            before = tokenizer.decode(token_ids[:t], skip_special_tokens=True)
+            piece = tokenizer.decode(token_ids[:t + 1], skip_special_tokens=True)[len(before):]
+            i = slip.start - len(before)
+            fixed = tokenizer.encode(piece[:i] + slip.expected + piece[i + 1:], add_special_tokens=False)
+        if len(fixed) != 1 or fixed[0] == token_ids[t]:
+            unplaced += 1
+        else:
+            fixes.setdefault(t, fixed[0])
+    return sorted(fixes.items()), unplaced
+
+
 def correctness_term(breakdown: dict) -> str:
     """The reward term that says whether a sample is right (most specific first: rewards.CORRECTNESS_REWARDS)."""
     from rewards import CORRECTNESS_REWARDS
@@ -297,7 +332,8 @@ class GRPOSteps:
         g = self.grpo
         scores = model(batch["input_ids"], position_ids=batch["position_ids"], segment_ids=batch["segment_ids"],
                        score=True, temperature=self.rollout.temperature, routing=batch.get("routing"),
-                       return_entropy=True, return_routing=g.mu > 1 and not g.routing_replay)
+                       return_entropy=True, return_routing=g.mu > 1 and not g.routing_replay,
+                       alt_targets=batch.get("alt_targets"))
         mask = batch["mask"]
         logp = gather_completions(scores.logprobs, batch["gather_index"]) * mask
         entropy = gather_completions(scores.entropy, batch["gather_index"])
@@ -312,6 +348,14 @@ class GRPOSteps:
                                          total_tokens=float(batch["total_tokens"]),
                                          total_sequences=float(batch["total_sequences"]))
         metrics.update({k: v for k, v in loss_metrics.items() if k != "loss"})
+        if "alt_targets" in batch:
+            # Calculator correction: cross-entropy of the right token at each slip, mean over the
+            # step's corrections (this micro-batch's share; the sum over micro-batches is the mean).
+            nll = -(scores.alt_logprobs * batch["correction_mask"]).sum()
+            loss = loss + g.slip_correction * nll / batch["total_corrections"]
+            here = float(batch["correction_mask"].sum())
+            if here > 0:  # mean nats per correction in this micro-batch (averaged over those that have one)
+                metrics["slip_correction/ce"] = float(nll.detach()) / here
         if "recorded_routing" in batch and scores.routing is not None:
             # Without replay: this forward's routing vs the rollout's, per MoE layer (the policy drifts
             # over the mu inner iterations; with replay the training forward uses the rollout's).
@@ -411,6 +455,7 @@ class GRPOSteps:
         scored, timing = self._generate_and_score(mine, step, 0)
         observed_rows, observed_success = list(scored.rows), scored.correct.mean(1).tolist()
         n_generated_groups, n_dropped = scored.n_groups, 0
+        unused = None  # the dropped groups that do not fill the batch
         if g.dynamic_sampling:
             keep = self._informative(scored)
             kept = scored.take([i for i, k in enumerate(keep) if k])
@@ -434,6 +479,7 @@ class GRPOSteps:
             # Still short: all-equal groups fill the batch (zero advantage, only KL), keeping shapes fixed.
             short = per_rank - kept.n_groups
             scored = Scored.concat([kept, dropped.take(range(short))]) if short > 0 else kept.take(range(per_rank))
+            unused = dropped.take(range(max(short, 0), dropped.n_groups))
         t0 = time.perf_counter()
         rewards = torch.as_tensor(scored.rewards)
         if self.rewards_cfg.length_penalty > 0 and step >= self.rewards_cfg.length_penalty_warmup:
@@ -450,11 +496,19 @@ class GRPOSteps:
             placed = [slip_credit(self.tokenizer, ids, text, found, g.slip_penalty)
                       for ids, text, found in zip(scored.token_ids, scored.text, scored.slips)]
             credit, unplaced = [c for c, _ in placed], sum(u for _, u in placed)
+        fixes, extra, unfixable = None, [], 0
+        if g.slip_correction > 0:
+            fixes, extra, unfixable = self._corrections(scored, unused)
         mask_truncated = g.overlong == "mask"
-        micro, counts = self._pack(scored, advantages, mask_truncated, credit)
+        micro, counts = self._pack(scored, advantages, mask_truncated, credit, fixes, extra)
         self.pending["observed"] = (observed_rows, observed_success)
         metrics = self._rollout_metrics(scored, advantages, timing, n_generated_groups, n_dropped,
                                         unplaced if credit is not None else None)
+        if fixes is not None:
+            metrics.update(average_over_processes({
+                "num_slip_corrections": float(sum(len(f) for f in fixes)),
+                "num_slip_corrections_unplaced": float(unfixable),
+                "num_correction_only_samples": float(len(extra))}, self.world))
         metrics.update(self.sampler.step_metrics(order[:P]))  # the same global sample on every process
         metrics["time/pack_score"] = time.perf_counter() - t0
         self.pending["metrics"] = metrics
@@ -471,6 +525,26 @@ class GRPOSteps:
             keep = [k or any(scored.slips[g * G:(g + 1) * G]) for g, k in enumerate(keep)]
         return keep
 
+    def _corrections(self, scored: Scored, unused: Scored | None):
+        """The calculator's corrections (`slip_corrections`) for the batch's samples, then for the
+        samples of unused dropped groups that have one (they join the batch with no policy or KL
+        term: an all-wrong group's slips are where the corrections are). Returns the (token index,
+        right token id) lists of the batch's samples followed by the extra samples', the extra
+        samples as (prompt ids, token ids, rollout logprobs), and the count of unplaced slips."""
+        fixes, extra, unplaced = [], [], 0
+        for part, joins in ((scored, False), (unused, True)):
+            if part is None:
+                continue
+            for k, (ids, text, found) in enumerate(zip(part.token_ids, part.text, part.slips)):
+                placed, missed = slip_corrections(self.tokenizer, ids, text, found) if found else ([], 0)
+                unplaced += missed
+                if not joins:
+                    fixes.append(placed)
+                elif placed:
+                    fixes.append(placed)
+                    extra.append((part.prompt_ids[k // part.group_size], ids, part.rollout_logp[k]))
+        return fixes, extra, unplaced
+
     def _kimi_length(self, scored: Scored) -> np.ndarray:
         from rewards import get
 
@@ -481,23 +555,34 @@ class GRPOSteps:
         return np.array([0.0 if v is None else v for v in values]).reshape(-1, G)
 
     def _pack(self, scored: Scored, advantages: torch.Tensor, mask_truncated: bool,
-              credit: list[list[float]] | None = None):
+              credit: list[list[float]] | None = None, fixes: list[list[tuple[int, int]]] | None = None,
+              extra: Sequence[tuple[list[int], list[int], list[float]]] = ()):
         """Packed micro-batches with everything the loss needs; no-grad passes for pi_old / pi_ref.
-        credit: per sample, per completion token, added to the sample's advantage (slip penalty)."""
-        g, G = self.grpo, scored.group_size
-        rows, where = pack_rollouts(scored.prompt_ids, scored.token_ids, G, self.seq_len, self.tokenizer.pad_token_id)
+        credit: per sample, per completion token, added to the sample's advantage (slip penalty).
+        fixes: per sample (the batch's, then `extra`'s), the slip corrections (token, right token id).
+        extra: samples packed for the corrections only (no policy or KL term)."""
+        g, G, N = self.grpo, scored.group_size, len(scored.token_ids)
+        prompts = [scored.prompt_ids[k // G] for k in range(N)] + [p for p, _, _ in extra]
+        rows, where = pack_rollouts(prompts, scored.token_ids + [ids for _, ids, _ in extra], 1, self.seq_len,
+                                    self.tokenizer.pad_token_id)
+        rollout_logp = scored.rollout_logp + [lp for _, _, lp in extra]
+        advantages = torch.cat([advantages, advantages.new_zeros(len(extra))])
+        if credit is not None:
+            credit = credit + [[0.0] * len(ids) for _, ids, _ in extra]
         R, T = rows["input_ids"].shape
         n_micro_local = -(-R // g.micro_batch_rows)
         n_micro = n_micro_local
-        trained = [0.0 if (mask_truncated and scored.truncated[k]) else 1.0 for k in range(len(where))]
+        trained = [0.0 if k >= N or (mask_truncated and scored.truncated[k]) else 1.0 for k in range(len(where))]
         n_tokens = sum(n * t for (_, _, n), t in zip(where, trained))
-        counts = torch.tensor([float(n_tokens), float(len(where)), float(n_micro_local)], dtype=torch.float64)
+        n_fixes = sum(len(f) for f in fixes) if fixes is not None else 0
+        counts = torch.tensor([float(n_tokens), float(N), float(n_fixes), float(n_micro_local)], dtype=torch.float64)
         if self.world > 1:
-            sums = self.acc.reduce(counts[:2].to(self.acc.device), reduction="sum").cpu()
-            n_micro = int(self.acc.reduce(counts[2:].to(self.acc.device), reduction="max").cpu().item())
-            counts = torch.cat([sums, counts[2:]])
+            sums = self.acc.reduce(counts[:3].to(self.acc.device), reduction="sum").cpu()
+            n_micro = int(self.acc.reduce(counts[3:].to(self.acc.device), reduction="max").cpu().item())
+            counts = torch.cat([sums, counts[3:]])
         # Normalisers of the whole step over every process, divided by the processes (DDP averages).
         total_tokens, total_sequences = float(counts[0]) / self.world, float(counts[1]) / self.world
+        total_fixes = float(counts[2]) / self.world
         by_row = [[] for _ in range(R)]
         for k, (r, _, _) in enumerate(where):
             by_row[r].append(k)
@@ -511,7 +596,7 @@ class GRPOSteps:
             else:
                 members, weight = [k for r in range(a, b) for k in by_row[r]], 1.0
             batch = {key: value[a:b] for key, value in rows.items()}
-            per_token = {"rollout_logp": [scored.rollout_logp[k] for k in members]}
+            per_token = {"rollout_logp": [rollout_logp[k] for k in members]}
             if credit is not None:
                 per_token["token_credit"] = [credit[k] for k in members]
             tensors = completion_tensors([where[k] for k in members], a, T, per_token)
@@ -520,6 +605,16 @@ class GRPOSteps:
             batch["advantages"] = advantages[members]
             batch["total_tokens"] = torch.tensor(max(total_tokens, 1.0))
             batch["total_sequences"] = torch.tensor(max(total_sequences, 1.0))
+            if fixes is not None:
+                # the right token where the completion's token k sits: logprob position start + k - 1
+                batch["alt_targets"] = torch.zeros((b - a, T - 1), dtype=torch.long)
+                batch["correction_mask"] = torch.zeros((b - a, T - 1))
+                for k in members:
+                    row, start, _ = where[k]
+                    for t, right in fixes[k]:
+                        batch["alt_targets"][row - a, start + t - 1] = right
+                        batch["correction_mask"][row - a, start + t - 1] = weight
+                batch["total_corrections"] = torch.tensor(max(total_fixes, 1.0))
             self._no_grad_passes(batch)
             micro.append(batch)
         return micro, counts
