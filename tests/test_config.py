@@ -96,3 +96,12 @@ def test_key_that_is_not_a_section(tmp_path):
         load_config(write(tmp_path, "stage: stage-0\n"), ["train.seq_len.x=1"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(write(tmp_path, "stage: stage-0\n"), ["train.seq_len"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("grpo.slip_penalty=-1", "grpo.slip_penalty=-1.0: must be >= 0"),
+    ("grpo.slip_correction=-0.5", "grpo.slip_correction=-0.5: must be >= 0"),
+])
+def test_negative_calculator_weights_are_refused(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, "stage: stage-2\n"), [override])
