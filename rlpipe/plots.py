@@ -45,6 +45,7 @@ RL_PANELS = {
     "mismatch correction": ("mismatch/ratio_mean", "mismatch/masked_token_frac", "mismatch/truncated_frac"),
     "dynamic sampling / truncation": ("dynamic_sampling/dropped_frac", "truncated_frac"),
     "arithmetic slips in rollouts": ("slips/samples_frac", "slips/per_sample"),
+    "slip correction: nats at the right digit": ("slip_correction/ce",),
     "reward model (standardised)": ("reward/reward_model", "reward/rm_probe"),
     "step time by part (s)": ("step_seconds", "time/generate", "time/reward", "time/train", "push_seconds"),
 }
