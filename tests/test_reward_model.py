@@ -171,7 +171,8 @@ def test_reward_in_combine_filters_tasks_and_waits_for_start_step(trained, works
     assert totals[0] == pytest.approx(2.0 * values[0] + 0.5, abs=1e-5)  # chosen responses are well formed
     assert totals[3] == pytest.approx(0.5) and combined.last_breakdown["reward_model"] == values
     batch = ParallelReward(combined, max_workers=2)(prompts, completions, **columns)
-    assert batch.totals == pytest.approx(totals) and batch.n_errors["reward_model"] == 0
+    # the worker threads score sub-batches (other padding and batch shape): equal to float precision
+    assert batch.totals == pytest.approx(totals, abs=1e-5) and batch.n_errors["reward_model"] == 0
 
 
 def test_interrupted_training_resumes_exactly(workspace, tmp_path):
