@@ -538,10 +538,10 @@ class GRPOSteps:
             for k, (ids, text, found) in enumerate(zip(part.token_ids, part.text, part.slips)):
                 placed, missed = slip_corrections(self.tokenizer, ids, text, found) if found else ([], 0)
                 unplaced += missed
-                if not joins:
-                    fixes.append(placed)
-                elif placed:
-                    fixes.append(placed)
+                if joins and not placed:
+                    continue  # an unused sample joins the batch only to carry a correction
+                fixes.append(placed)
+                if joins:
                     extra.append((part.prompt_ids[k // part.group_size], ids, part.rollout_logp[k]))
         return fixes, extra, unplaced
 
