@@ -16,10 +16,11 @@
 `eval.json`:
     {"checkpoint": str,
      "overall": {"accuracy", "pass_at_k", "k", "maj_at_n", "n_samples", "format_rate", "language_consistency",
-                 "mixing_rate", "mean_length", "mixed_groups", "slip_rate", "n"},
+                 "mixing_rate", "mean_length", "mixed_groups", "pass_at_k_curve", "slip_rate", "n"},
      "by_task": {task: {difficulty: {"accuracy": float, "pass_at_k": float, "maj_at_n": float,
                                      "mixed_groups": float, "n": int}}}}
-(`mixing_rate` is language mixing; `mixed_groups` the share of prompts with mixed sampled outcomes.)
+(`mixing_rate` is language mixing; `mixed_groups` the share of prompts with mixed sampled outcomes;
+`pass_at_k_curve` is {"1": pass@1, "2": pass@2, "4": ..., str(n_samples): pass@n} over all prompts.)
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_at_k_curve(n_correct: Sequence[int], n_samples: int) -> dict[str, float]:
+    """Mean pass@k over prompts for k = 1, 2, 4, ... and n_samples (keys are k as strings, for JSON).
+
+    Compared between a checkpoint and the one RL started from, the curve tells sharpening from reach
+    (Yue et al. 2025, "Does RL really incentivize reasoning capacity beyond the base model?"): a gain
+    only at small k means RL moved probability onto answers the start could already sample, and the
+    start's pass@n is then about the most such RL can give greedy decoding; a gain at large k means
+    it solves prompts the start never did within n samples."""
+    ks = sorted({2 ** i for i in range(n_samples.bit_length()) if 2 ** i <= n_samples} | {n_samples})
+    n = max(len(n_correct), 1)
+    return {str(k): sum(pass_at_k(n_samples, c, k) for c in n_correct) / n for k in ks}
 
 
 def grade(rows: Sequence[Mapping[str, Any]], completions: Sequence[str]) -> list[bool]:
@@ -218,6 +232,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, data_dir: str | os.PathLik
             "mixing_rate": sum(mixed) / max(n, 1),
             "mean_length": sum(l[0] for l in greedy_lengths) / max(n, 1),
             "mixed_groups": sum(0 < c < cfg.n_samples for c in n_correct) / max(n, 1),
+            "pass_at_k_curve": pass_at_k_curve(n_correct, cfg.n_samples),
             "slip_rate": sum(bool(arithmetic_slips(text)) for text in greedy) / max(n, 1),
             "n": n,
         },

@@ -11,8 +11,10 @@
 Any other numeric series a stage logs goes to `metrics.png`, one panel each.
 Stage 4: `rm_vs_rule.png` (the RM's score of rule-right vs rule-wrong reasoning completions and
 its AUC over steps). The run report (`rlpipe.report`): `stages_accuracy.png` (per-stage greedy
-accuracy and pass@k per task), `stages_overall.png` (format, language, length per stage) and
-`funnel.png` (the stage-3 rejection funnel per task). Across runs (`rlpipe report --run A --run B`):
+accuracy and pass@k per task), `stages_overall.png` (format, language, length per stage),
+`pass_at_k.png` (pass@k against k per stage: sharpening or wider reach; also in the stage-2 folder,
+stage 1 against stage 2) and `funnel.png` (the stage-3 rejection funnel per task). Across runs
+(`rlpipe report --run A --run B`):
 `runs_accuracy.png` (held-out greedy accuracy per stage, one line per run, e.g. per data seed).
 """
 
@@ -275,6 +277,28 @@ def plot_stages_overall(evals: dict[str, dict], out: Path) -> Path | None:
         if key != "mean_length":
             ax.set_ylim(0, 1)
         ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)
+
+
+def plot_pass_at_k(evals: dict[str, dict], out: Path) -> Path | None:
+    """pass@k against k (log scale) per evaluated stage, from eval.json's `pass_at_k_curve`; greedy
+    accuracy as a marker at k = 1. Curves that meet at large k: RL sharpened, it did not reach further."""
+    curves = {name: e["overall"]["pass_at_k_curve"] for name, e in evals.items()
+              if e.get("overall", {}).get("pass_at_k_curve")}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for i, (name, curve) in enumerate(curves.items()):
+        ks = sorted(int(k) for k in curve)
+        ax.plot(ks, [curve[str(k)] for k in ks], marker="o", color=f"C{i}", label=f"{name} pass@k")
+        ax.plot([1], [evals[name]["overall"]["accuracy"]], marker="*", markersize=11, color=f"C{i}",
+                linestyle="none", label=f"{name} greedy")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per prompt)", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title("held-out pass@k (temperature sampling) and greedy accuracy", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return _save(fig, out)
 
 

@@ -112,7 +112,7 @@ def per_task_table(evals: dict[str, dict]) -> str:
 
 def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
     """Write `run_dir/report.md` and its PNGs; returns the report's path."""
-    from rlpipe.plots import plot_funnel, plot_stages_accuracy, plot_stages_overall
+    from rlpipe.plots import plot_funnel, plot_pass_at_k, plot_stages_accuracy, plot_stages_overall
     from rlpipe.rejection import funnel_table
 
     run_dir = Path(run_dir)
@@ -134,6 +134,10 @@ def build_report(run_dir: str | Path, rl_margin: float = 0.10) -> Path:
                   overall_table(evals, data["minutes"], data["peak_rss_gb"]), "", "![per task](stages_accuracy.png)", "",
                   "![overall](stages_overall.png)", "", "Greedy accuracy / pass@k per task and level:", "",
                   per_task_table(evals), ""]
+        if plot_pass_at_k(evals, run_dir / "pass_at_k.png"):
+            parts += ["pass@k against k: where a later stage's curve rises above an earlier one's only at small k, it "
+                      "sharpened what the earlier stage could already sample; a rise at large k is a wider reach.", "",
+                      "![pass@k](pass_at_k.png)", ""]
     if data["base"]:
         parts += [f"Base model (stage 0): held-out solution loss {data['base']['loss']:.3f} nats per token "
                   "(lower is a stronger base; see the stage-0 report).", ""]

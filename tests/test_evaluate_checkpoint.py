@@ -12,7 +12,7 @@ from rlpipe.evaluate import EvalConfig, evaluate_checkpoint, grade
 from rlpipe.model.cli import main as init_model
 
 OVERALL_KEYS = {"accuracy", "pass_at_k", "k", "format_rate", "language_consistency", "mixing_rate",
-                "mean_length", "mixed_groups", "slip_rate", "n"}
+                "mean_length", "mixed_groups", "pass_at_k_curve", "slip_rate", "n"}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,8 @@ def _check_shape(result, n, k):
     for key in ("accuracy", "pass_at_k", "format_rate", "language_consistency", "mixing_rate"):
         assert 0.0 <= o[key] <= 1.0, key
     assert o["mean_length"] > 0
+    curve = o["pass_at_k_curve"]  # from the same sample counts as pass@k
+    assert curve[str(k)] == pytest.approx(o["pass_at_k"]) and curve["1"] <= curve[str(k)]
     cells = [c for levels in result["by_task"].values() for c in levels.values()]
     assert sum(c["n"] for c in cells) == n
     assert all(0.0 <= c[key] <= 1.0 for c in cells for key in ("accuracy", "pass_at_k", "mixed_groups"))

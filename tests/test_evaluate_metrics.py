@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rlpipe.evaluate import EvalConfig, markdown_table, pass_at_k, per_cell
+from rlpipe.evaluate import EvalConfig, markdown_table, pass_at_k, pass_at_k_curve, per_cell
 
 
 def test_pass_at_k_matches_the_combinatorial_definition():
@@ -15,6 +15,20 @@ def test_pass_at_k_matches_the_combinatorial_definition():
     # pass@1 is the plain success rate.
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
     assert pass_at_k(16, 5, 8) == pytest.approx(1 - math.comb(11, 8) / math.comb(16, 8))
+
+
+def test_pass_at_k_curve_over_powers_of_two_and_n():
+    # Two prompts, n=6 samples: one solved in 1 of 6, one never. k = 1, 2, 4 and 6 (n itself).
+    curve = pass_at_k_curve([1, 0], 6)
+    assert list(curve) == ["1", "2", "4", "6"]
+    assert curve["1"] == pytest.approx((1 / 6) / 2)            # the sampled success rate
+    assert curve["2"] == pytest.approx((1 - 10 / 15) / 2)      # 1 - C(5,2)/C(6,2) for the first prompt
+    assert curve["4"] == pytest.approx((1 - 5 / 15) / 2)       # 1 - C(5,4)/C(6,4)
+    assert curve["6"] == pytest.approx(0.5)                    # the solved-ever share
+    # Non-decreasing in k, and pass@n is the share of prompts with any correct sample.
+    c = pass_at_k_curve([0, 3, 8, 1, 5], 8)
+    assert list(c) == ["1", "2", "4", "8"] and c["8"] == pytest.approx(4 / 5)
+    assert all(a <= b for a, b in zip(list(c.values()), list(c.values())[1:]))
 
 
 def test_eval_config_rejects_k_above_samples():

@@ -9,7 +9,8 @@ def eval_json(accuracy: float, pass_at_k: float = 0.6) -> dict:
     cell = {"accuracy": accuracy, "pass_at_k": pass_at_k, "maj_at_n": accuracy, "mixed_groups": 0.5, "n": 4}
     return {"overall": {"accuracy": accuracy, "pass_at_k": pass_at_k, "k": 4, "maj_at_n": accuracy, "n_samples": 8,
                         "format_rate": 0.99, "language_consistency": 1.0, "mixing_rate": 0.0, "mean_length": 90.0,
-                        "mixed_groups": 0.5, "n": 8},
+                        "mixed_groups": 0.5, "n": 8,
+                        "pass_at_k_curve": {"1": accuracy - 0.05, "2": pass_at_k - 0.05, "4": pass_at_k, "8": pass_at_k + 0.05}},
             "by_task": {"arithmetic": {"1": cell}, "countdown": {"2": cell}}}
 
 
@@ -49,7 +50,8 @@ def test_report_page_and_plots(tmp_path):
     assert "| stage-3 (rejection SFT) | 0.540 | 0.600 | 0.540 | 0.990 | 1.000 | 0.000 | 90.0 | - | 1.5 | 2.5 |" in page
     assert "| arithmetic 1 | 0.40 / 0.60 | 0.55 / 0.60 | 0.54 / 0.60 | 0.56 / 0.60 |" in page
     assert "Stages not run yet: stage-0 (base)." in page and "| all | 8 | 4 | 4 | 3 | 2 | 0.25 |" in page
-    for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png"):
+    assert "![pass@k](pass_at_k.png)" in page
+    for png in ("stages_accuracy.png", "stages_overall.png", "funnel.png", "pass_at_k.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -104,3 +106,18 @@ def test_stage_table_shows_the_slip_rate_where_the_eval_has_it():
     table = overall_table({"stage-1": eval_json(0.4), "stage-2": with_slips}, {"stage-2": 3.0}, {})
     assert "| stage-2 (reasoning RL) | 0.500 | 0.600 | 0.500 | 0.990 | 1.000 | 0.000 | 90.0 | 0.250 | 3.0 | - |" in table
     assert "| 90.0 | - | - | - |" in table  # stage 1's eval.json predates the slip rate
+
+
+def test_stage_comparison_lists_pass_at_k_per_k_only_for_the_same_n(tmp_path):
+    from rlpipe.pipeline.reasoning_rl import comparison_table
+    from rlpipe.plots import plot_pass_at_k
+
+    before, after = eval_json(0.40, 0.50), eval_json(0.45, 0.52)
+    table = comparison_table(before, after, "stage-1")
+    assert "| pass@1 | 0.350 | 0.400 | +0.050 |" in table and "| pass@8 | 0.550 | 0.570 | +0.020 |" in table
+    after["overall"]["n_samples"] = 32  # pass@k estimated from a different n: not comparable row by row
+    assert "| pass@1 |" not in comparison_table(before, after, "stage-1")
+    assert plot_pass_at_k({"stage-1": before, "stage-2": after}, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    del before["overall"]["pass_at_k_curve"], after["overall"]["pass_at_k_curve"]  # eval.json from before the curve
+    assert plot_pass_at_k({"stage-1": before, "stage-2": after}, tmp_path / "q.png") is None
+    assert not (tmp_path / "q.png").exists()

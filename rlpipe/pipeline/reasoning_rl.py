@@ -115,6 +115,7 @@ def held_out_comparison(cfg, out, init_dir, data_dir) -> tuple[str, str]:
     """Evaluate the stage's checkpoint (eval.json) and compare with its starting checkpoint's
     evaluation (re-run with evaluate_init, else the eval.json the starting stage wrote)."""
     from rlpipe.evaluate import close_engines, evaluate_checkpoint
+    from rlpipe.plots import plot_pass_at_k
 
     try:
         after = evaluate_checkpoint(out, data_dir, out / "eval.json", cfg.eval)
@@ -125,8 +126,11 @@ def held_out_comparison(cfg, out, init_dir, data_dir) -> tuple[str, str]:
             before = json.loads((init_dir / "eval.json").read_text())
     finally:
         close_engines()
-    return (f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)",
-            comparison_table(before, after, cfg.init_from, cfg.stage))
+    text = comparison_table(before, after, cfg.init_from, cfg.stage)
+    if cfg.logging.plots and plot_pass_at_k({cfg.init_from: before, cfg.stage: after} if before else {cfg.stage: after},
+                                            out / "pass_at_k.png"):
+        text += "\n\n![pass@k against k](pass_at_k.png)"
+    return f"Held-out evaluation ({cfg.eval.split}, {after['overall']['n']} prompts)", text
 
 
 def run(cfg) -> None:
@@ -196,6 +200,10 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
             continue  # an eval.json written before the metric existed
         b, a = before["overall"][key], after["overall"][key]
         lines.append(f"| {name} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    curve_b, curve_a = before["overall"].get("pass_at_k_curve", {}), after["overall"].get("pass_at_k_curve", {})
+    for k in (k for k in curve_a if k in curve_b):  # same k from the same n only: the estimator depends on n
+        if before["overall"].get("n_samples") == after["overall"].get("n_samples"):
+            lines.append(f"| pass@{k} | {curve_b[k]:.3f} | {curve_a[k]:.3f} | {curve_a[k] - curve_b[k]:+.3f} |")
     lines += ["", f"Greedy accuracy per task and level, {before_name} -> {after_name}:", ""]
     levels = sorted({d for t in after["by_task"].values() for d in t}, key=int)
     lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
