@@ -129,6 +129,35 @@ def test_vllm_rollout_logprobs_match_the_trainer_after_every_push(artefacts, tmp
         assert r["push_seconds"] < 5.0
 
 
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed")
+def test_lora_rl_serves_the_merged_adapters_to_vllm_and_saves_a_plain_folder(artefacts, tmp_path):
+    from safetensors.torch import load_file
+
+    proc = stage2(artefacts, tmp_path, "train.max_steps=3", "rollout.backend=vllm", "rollout.kv_cache_mb=64",
+                  "optim.lr=1e-2", "optim.warmup_steps=0", "lora.enabled=true", "lora.r=4",
+                  "grpo.overlong=none", *NO_EVAL)  # 12-token completions rarely end: keep them in the loss
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "t" / "stage-2" / "metrics.jsonl")
+    assert len(rows) == 3
+    assert rows[0]["grad_norm"] > 0 and rows[1]["kl"] > 1e-6  # the adapters moved before steps 2 and 3 sampled
+    for r in rows:  # the engine sampled from base + adapters (a push of the bare base would differ here)
+        assert r["mismatch/logp_diff_max"] < 1e-4, r["mismatch/logp_diff_max"]
+    before = load_file(str(artefacts / "run" / "stage-1" / "model.safetensors"))
+    after = load_file(str(tmp_path / "t" / "stage-2" / "model.safetensors"))
+    assert set(after) == set(before)  # a plain HF folder: no adapter tensors
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # frozen
+    moved = [k for k in before if k.endswith(("q_proj.weight", "o_proj.weight", "kv_b_proj.weight"))
+             and not torch.equal(after[k], before[k])]
+    assert moved, "the adapters were not merged into the saved attention weights"
+
+
+def test_lora_with_the_local_sampler_is_one_clear_error(artefacts, tmp_path):
+    proc = stage2(artefacts, tmp_path, "train.max_steps=1", "rollout.backend=local", "lora.enabled=true")
+    assert proc.returncode == 2
+    assert "rollout.backend=vllm" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

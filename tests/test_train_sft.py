@@ -180,3 +180,34 @@ def test_lora_run_resumes_exactly(tmp_path):
     wa, wb = load_pretrained(full / "final").state_dict(), load_pretrained(part / "final").state_dict()
     for name in wa:
         torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_merged_state_dict_equals_peft_merge_without_touching_the_live_weights():
+    import copy
+
+    from rlpipe.config import LoraConfig
+    from rlpipe.train.lora import apply_lora, base_model, export_model, merged_state_dict
+
+    seed_everything(0)
+    model = apply_lora(Transformer(tiny_model_config()), LoraConfig(r=4, alpha=8))
+    with torch.no_grad():  # adapters away from their zero init, so the merge is not the identity
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    live = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = copy.deepcopy(model).merge_and_unload().state_dict()  # peft's own in-place merge
+
+    for view in (model, base_model(model)):  # the PeftModel and the bare Transformer RL steps hold
+        merged = merged_state_dict(view)
+        assert set(merged) == set(reference)
+        for k in reference:
+            torch.testing.assert_close(merged[k], reference[k], atol=1e-6, rtol=0, msg=k)
+    q = "layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[q], live["base_model.model.layers.0.self_attn.q_proj.base_layer.weight"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, live[k]), k  # nothing merged in place
+
+    x = torch.randint(3, tiny_model_config().vocab_size, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(export_model(model).eval()(x).logits, model.eval()(x).logits, atol=1e-5, rtol=1e-5)
+    assert merged_state_dict(Transformer(tiny_model_config())).keys() == reference.keys()  # no LoRA: as is

@@ -115,8 +115,9 @@ def config_from_hf(raw: dict, path: Path) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------- state-dict mapping
-def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Our parameter/buffer names -> HF DeepSeek-V3 names, experts split one key per expert."""
+def to_hf_state_dict(model: Transformer, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Our parameter/buffer names -> HF DeepSeek-V3 names, experts split one key per expert.
+    `state`: the model's state dict to convert when not `model.state_dict()` (LoRA merged in)."""
     config = model.config
     L = config.num_hidden_layers
     out: dict[str, torch.Tensor] = {}
@@ -136,7 +137,7 @@ def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
             else:
                 out[prefix + name] = tensor.contiguous()
 
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     out["model.embed_tokens.weight"] = state["embed_tokens.weight"].contiguous()
     out["model.norm.weight"] = state["norm.weight"].contiguous()
     out["lm_head.weight"] = state["lm_head.weight"].contiguous()

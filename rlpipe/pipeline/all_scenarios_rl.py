@@ -27,7 +27,7 @@ import numpy as np
 
 from rlpipe.errors import ConfigError, DataError
 from rlpipe.pipeline.common import ensure_data, load_split, require_stage, write_report
-from rlpipe.pipeline.reasoning_rl import (build_reward, check_rl_rows, check_steps, held_out_comparison, rl_section,
+from rlpipe.pipeline.reasoning_rl import (build_reward, check_rl_rows, check_rl_config, held_out_comparison, rl_section,
                                           run_grpo)
 
 RM_DIR = "reward_model"
@@ -113,7 +113,7 @@ def run(cfg) -> None:
     from rlpipe.train.reward_model import accuracy_table, train_reward_model
 
     init_dir = require_stage(cfg, cfg.init_from)
-    check_steps(cfg)
+    check_rl_config(cfg)
     if not 0.0 <= cfg.general_share < 1.0:
         raise ConfigError(f"{cfg.stage}: general_share={cfg.general_share}; the share of general prompts is in [0, 1)")
     acc = make_accelerator(cfg.train)

@@ -105,10 +105,16 @@ def run_grpo(cfg, rows: list[dict], reward, init_dir, acc):
     return result, sampler
 
 
-def check_steps(cfg) -> None:
+def check_rl_config(cfg) -> None:
+    """Settings the RL stages cannot run with, as one ConfigError each."""
     if cfg.train.max_steps < 1:
         raise ConfigError(f"{cfg.stage}: train.max_steps={cfg.train.max_steps}; RL runs a set number of optimizer "
                           f"steps: set train.max_steps (e.g. train.max_steps=100)")
+    if cfg.lora.enabled and cfg.rollout.backend == "local":
+        # the local sampler decodes MLA with kv_b_proj's weight absorbed, which skips an adapter on it
+        raise ConfigError(f"{cfg.stage}: lora.enabled with rollout.backend=local is not supported: the local "
+                          f"sampler reads the attention weights directly and would sample without the adapters; "
+                          f"use rollout.backend=vllm (the engine is served the merged weights)")
 
 
 def held_out_comparison(cfg, out, init_dir, data_dir) -> tuple[str, str]:
@@ -138,7 +144,7 @@ def run(cfg) -> None:
     from rlpipe.train import make_accelerator
 
     init_dir = require_stage(cfg, cfg.init_from)
-    check_steps(cfg)
+    check_rl_config(cfg)
     acc = make_accelerator(cfg.train)  # threads and the process group exist before any engine
     data_dir = ensure_data(cfg, acc, build_if_missing=False)
     rows = [dict(r) for r in load_split(cfg, cfg.split)]
@@ -219,4 +225,4 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
     return "\n".join(lines)
 
 
-__all__ = ["build_reward", "check_rl_rows", "check_steps", "comparison_table", "held_out_comparison", "run", "run_grpo"]
+__all__ = ["build_reward", "check_rl_rows", "check_rl_config", "comparison_table", "held_out_comparison", "run", "run_grpo"]

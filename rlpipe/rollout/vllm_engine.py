@@ -111,9 +111,12 @@ def push_weights(llm, model) -> None:
 
     The engine afterwards serves exactly what a fresh `build_llm` on `model.save_pretrained(dir)`
     would. Weights travel in HF names with one key per expert (the checkpoint format), in fp32.
+    A model holding LoRA layers (RL with `lora.enabled`) is served with its adapters merged in.
     """
+    from rlpipe.train.lora import merged_state_dict
+
     weights = [(name, tensor.detach().to(device="cpu", dtype=torch.float32))
-               for name, tensor in to_hf_state_dict(model).items()]
+               for name, tensor in to_hf_state_dict(model, merged_state_dict(model)).items()]
     llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
     llm.collective_rpc(_repack_cpu_moe)
     llm.reset_prefix_cache()

@@ -3,15 +3,15 @@
 - `apply_lora(model, cfg)`: freezes the base and injects rank-r adapters into the named linear
   layers (MLA projections by default). The expert-bias buffers keep being updated by
   auxiliary-loss-free balancing: they are not parameters, so LoRA does not freeze them.
-- `export_model(model)`: the plain `Transformer` to save. With LoRA, a deep copy with
-  `W + (alpha / r) B A` folded in: merging in place and unmerging after the save would perturb the
-  base weights by rounding, and exact resume needs them untouched.
+- `merged_state_dict(model)`: the plain `Transformer`'s state dict (its own key names) with each
+  adapter's `W + (alpha / r) B A` folded in, computed beside the live weights: merging in place and
+  unmerging after would perturb the base weights by rounding, and exact resume needs them untouched.
+  RL pushes it to the vLLM engine after every optimizer step; `export_model(model)` loads it into a
+  fresh plain `Transformer` for `save_pretrained`.
 - `adapter_state(model)`: the adapter tensors a checkpoint needs to continue LoRA training.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 
@@ -42,11 +42,35 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if is_lora(model) else model
 
 
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of the plain model with the active adapters folded in; keys as without LoRA.
+
+    `model` is a PeftModel or the Transformer under it (peft injects its layers in place, so the RL
+    step's bare Transformer holds them too); without adapters, its own state dict."""
+    from peft.tuners.lora import LoraLayer
+
+    core = base_model(model)
+    deltas = {f"{name}.weight": sum(m.get_delta_weight(a) for a in m.active_adapters)
+              for name, m in core.named_modules() if isinstance(m, LoraLayer) and m.active_adapters}
+    state = {}
+    for key, tensor in core.state_dict().items():
+        if ".lora_" in key:  # lora_A / lora_B / lora_dropout / lora_embedding tensors
+            continue
+        key = key.replace(".base_layer.", ".")
+        state[key] = (tensor + deltas[key].to(tensor.dtype)).detach() if key in deltas else tensor
+    return state
+
+
 def export_model(model: torch.nn.Module) -> torch.nn.Module:
     """A plain Transformer with any LoRA adapter merged in, for `save_pretrained`."""
     if not is_lora(model):
         return model
-    return copy.deepcopy(model).merge_and_unload()
+    core = base_model(model)
+    plain = type(core)(core.config)
+    # assign: the tensors keep their dtypes (bf16 weights, the fp32 expert bias); copies, so the
+    # export never aliases the live weights. Non-persistent buffers (RoPE) follow to the device.
+    plain.load_state_dict({k: v.detach().clone() for k, v in merged_state_dict(model).items()}, assign=True)
+    return plain.to(next(core.parameters()).device)
 
 
 def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:

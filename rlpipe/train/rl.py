@@ -50,6 +50,7 @@ import torch
 
 from rewards.steps import arithmetic_slips
 from rlpipe.train.grpo import LossConfig, dynamic_sampling_keep, group_advantages, mismatch_weights, policy_loss
+from rlpipe.train.lora import merged_state_dict
 from rlpipe.train.sft import assign_rows
 
 
@@ -393,7 +394,7 @@ class GRPOSteps:
             self.sampler.update(indices, success)
             metrics.update(self._success_by_level(indices, success))
         if self.ref_model is not None and g.ref_reset_every and (step + 1) % g.ref_reset_every == 0:
-            self.ref_model.load_state_dict(model.state_dict())
+            self.ref_model.load_state_dict(merged_state_dict(model))  # LoRA: base + adapters
         return metrics
 
     def state_dict(self, step: int) -> dict:
