@@ -255,7 +255,7 @@ class ScriptedEngine:
                + [self.tokenizer.eos_token_id] for k in range(len(prompt_ids) * n)]
         return finish(self.tokenizer, n, prompt_ids, ids, [[-1.0] * len(t) for t in ids])
 
-    def push_weights(self, model):
+    def push_weights(self, model, state=None):
         return 0.0
 
 

@@ -102,7 +102,8 @@ class RolloutEngine(Protocol):
     def generate(self, prompt_ids: Sequence[Sequence[int]], n: int, sampling: Sampling, *,
                  seed: int | None = None) -> Rollouts: ...
 
-    def push_weights(self, model) -> float: ...
+    def push_weights(self, model, state: dict | None = None) -> float:
+        """Serve `model`'s weights, or `state` (its state dict's keys, e.g. LoRA merged in); seconds taken."""
 
     def close(self) -> None: ...
 

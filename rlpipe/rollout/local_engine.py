@@ -50,11 +50,11 @@ class LocalEngine:
             logprobs += out.logprobs
         return finish(self.tokenizer, n, prompt_ids, tokens, logprobs)
 
-    def push_weights(self, model) -> float:
-        """Copy `model`'s weights in (nothing to do when the engine samples the live model)."""
+    def push_weights(self, model, state: dict | None = None) -> float:
+        """Copy `model`'s weights (or `state`) in; nothing to do when the engine samples the live model."""
         t0 = time.perf_counter()
         if not self.shared:
-            self.model.load_state_dict(model.state_dict())
+            self.model.load_state_dict(model.state_dict() if state is None else state)
         return time.perf_counter() - t0
 
     def close(self) -> None:

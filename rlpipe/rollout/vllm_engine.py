@@ -106,17 +106,16 @@ def _repack_cpu_moe(worker) -> int:
     return repacked
 
 
-def push_weights(llm, model) -> None:
+def push_weights(llm, model, state: dict[str, torch.Tensor] | None = None) -> None:
     """Load `model`'s current weights into the running in-process engine `llm`, in place.
 
     The engine afterwards serves exactly what a fresh `build_llm` on `model.save_pretrained(dir)`
     would. Weights travel in HF names with one key per expert (the checkpoint format), in fp32.
-    A model holding LoRA layers (RL with `lora.enabled`) is served with its adapters merged in.
+    `state` (our key names) is served instead of `model.state_dict()` when given: RL with LoRA passes
+    the base with its adapters merged in.
     """
-    from rlpipe.train.lora import merged_state_dict
-
     weights = [(name, tensor.detach().to(device="cpu", dtype=torch.float32))
-               for name, tensor in to_hf_state_dict(model, merged_state_dict(model)).items()]
+               for name, tensor in to_hf_state_dict(model, state).items()]
     llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
     llm.collective_rpc(_repack_cpu_moe)
     llm.reset_prefix_cache()
@@ -179,10 +178,10 @@ class VLLMEngine:
             waves.append((start, len(requests)))
         return waves
 
-    def push_weights(self, model) -> float:
-        """Serve `model`'s current weights; returns the seconds the push took."""
+    def push_weights(self, model, state: dict | None = None) -> float:
+        """Serve `model`'s current weights (or `state`); returns the seconds the push took."""
         t0 = time.perf_counter()
-        push_weights(self.llm, model)
+        push_weights(self.llm, model, state)
         return time.perf_counter() - t0
 
     def close(self) -> None:

@@ -387,7 +387,8 @@ class GRPOSteps:
             if loads is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(loads)
             metrics.update(expert_load_metrics(loads))
-        metrics["push_seconds"] = self.engine.push_weights(model)
+        # with LoRA the live layers hold base + adapters apart: the engine is served their merge
+        metrics["push_seconds"] = self.engine.push_weights(model, merged_state_dict(model))
         if "observed" in self.pending:
             indices, success = self.pending.pop("observed")
             indices, success = self.sampler.gather_updates(indices, success)
