@@ -293,6 +293,9 @@ def markdown_table(result: Mapping[str, Any]) -> str:
         f"{o['language_consistency']:.3f} | {o['mixing_rate']:.3f} | {o['mean_length']:.1f} | {slips} | {o['n']} |",
         "",
     ]
+    if o.get("pass_at_k_curve"):
+        lines += [f"pass@k over {o.get('n_samples', 'n')} samples a prompt: "
+                  + ", ".join(f"pass@{k} {v:.3f}" for k, v in o["pass_at_k_curve"].items()), ""]
     levels = sorted({d for t in result["by_task"].values() for d in t}, key=int)
     lines.append(f"Greedy accuracy / pass@{o['k']} / mixed groups (prompts whose "
                  f"{result.get('config', {}).get('n_samples', 'n')} samples were neither all right nor all wrong) "

@@ -56,6 +56,9 @@ def test_markdown_table_has_a_row_per_task_and_a_column_per_level():
     assert "| 42.0 | - | 4 |" in table  # no slip rate in an eval.json written before it existed
     result["overall"]["slip_rate"] = 0.125
     assert "| 42.0 | 0.125 | 4 |" in markdown_table(result)
+    assert "pass@k over" not in table
+    result["overall"].update(n_samples=4, pass_at_k_curve={"1": 0.5, "2": 0.625, "4": 0.75})
+    assert "pass@k over 4 samples a prompt: pass@1 0.500, pass@2 0.625, pass@4 0.750" in markdown_table(result)
 
 
 def test_per_cell_counts_mixed_groups_per_task_and_level():
