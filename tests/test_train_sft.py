@@ -211,3 +211,30 @@ def test_merged_state_dict_equals_peft_merge_without_touching_the_live_weights()
     with torch.no_grad():
         torch.testing.assert_close(export_model(model).eval()(x).logits, model.eval()(x).logits, atol=1e-5, rtol=1e-5)
     assert merged_state_dict(Transformer(tiny_model_config())).keys() == reference.keys()  # no LoRA: as is
+
+
+def test_lora_kl_reference_is_the_frozen_base_with_the_adapters_off():
+    import copy
+
+    from rlpipe.config import LoraConfig
+    from rlpipe.train.lora import BaseReference, apply_lora, base_model
+
+    seed_everything(0)
+    start = Transformer(tiny_model_config())
+    plain = copy.deepcopy(start).eval()
+    policy = base_model(apply_lora(start, LoraConfig(r=4, alpha=8)))
+    reference = BaseReference(policy)  # made before training moves the adapters, as the RL stage does
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    policy.train()
+    loads = [m.tokens_per_expert.clone() for m in policy.moe_layers]
+    x = torch.randint(3, tiny_model_config().vocab_size, (2, 12))
+    ref = reference.score(x).logprobs
+    with torch.no_grad():
+        torch.testing.assert_close(ref, plain.score(x).logprobs, atol=1e-6, rtol=0)  # the starting weights
+        assert policy.training  # the mode the pass found is restored
+        assert not torch.allclose(policy.eval().score(x).logprobs, ref, atol=1e-3)  # adapters back on after
+    for m, before in zip(policy.moe_layers, loads):
+        assert torch.equal(m.tokens_per_expert, before)  # the reference pass counted no expert load

@@ -67,6 +67,7 @@ def run_grpo(cfg, rows: list[dict], reward, init_dir, acc):
     from rlpipe.sampler import PromptSampler
     from rlpipe.tokenizer import load_tokenizer
     from rlpipe.train import train
+    from rlpipe.train.lora import BaseReference
     from rlpipe.train.rl import GRPOSteps
 
     cfg.grpo.max_completion_length = cfg.rollout.max_new_tokens  # Dr. GRPO's constant normaliser
@@ -78,7 +79,9 @@ def run_grpo(cfg, rows: list[dict], reward, init_dir, acc):
     engine = make_engine(cfg.rollout.backend, init_dir, seed=cfg.train.seed + rank,
                          model=model if cfg.rollout.backend == "local" else None, **engine_kw)
     ref_model = None
-    if cfg.grpo.beta > 0:  # beta 0: no reference model in memory
+    if cfg.grpo.beta > 0 and cfg.lora.enabled and not cfg.grpo.ref_reset_every:
+        ref_model = BaseReference(model)  # the base under the adapters: no copy in memory
+    elif cfg.grpo.beta > 0:  # beta 0: no reference model in memory
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     sampler = PromptSampler(rows, cfg.sampler, seed=cfg.train.seed, num_steps=cfg.train.max_steps)
     out = cfg.out_dir

@@ -9,6 +9,9 @@
   RL pushes it to the vLLM engine after every optimizer step; `export_model(model)` loads it into a
   fresh plain `Transformer` for `save_pretrained`.
 - `adapter_state(model)`: the adapter tensors a checkpoint needs to continue LoRA training.
+- `BaseReference(model)`: RL's KL reference under LoRA: the same model scored with its adapters
+  switched off, i.e. the frozen starting weights, so no second copy of the model is held (as TRL
+  does with peft).
 """
 
 from __future__ import annotations
@@ -71,6 +74,30 @@ def export_model(model: torch.nn.Module) -> torch.nn.Module:
     # export never aliases the live weights. Non-persistent buffers (RoPE) follow to the device.
     plain.load_state_dict({k: v.detach().clone() for k, v in merged_state_dict(model).items()}, assign=True)
     return plain.to(next(core.parameters()).device)
+
+
+class BaseReference:
+    """`score(...)` of `model` with every LoRA adapter off, in eval mode (the MoE layers then count no
+    load), restoring both after. Adapters injected after construction count: peft injects in place."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def score(self, *args, **kwargs):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        was = self.model.training
+        self.model.eval()
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            return self.model.score(*args, **kwargs)
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            self.model.train(was)
 
 
 def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:

@@ -399,8 +399,9 @@ class GRPOSteps:
         return metrics
 
     def state_dict(self, step: int) -> dict:
+        own_ref = isinstance(self.ref_model, torch.nn.Module)  # not LoRA's BaseReference (the frozen base)
         return {"step": step, "sampler": self.sampler.state_dict(), "buffer": self.buffer,
-                "ref_model": self.ref_model.state_dict() if self.ref_model is not None else None,
+                "ref_model": self.ref_model.state_dict() if own_ref else None,
                 "fingerprint": self.fingerprint()}
 
     def load_state_dict(self, state: dict) -> None:
