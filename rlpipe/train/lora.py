@@ -45,6 +45,7 @@ def base_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if is_lora(model) else model
 
 
+@torch.no_grad()
 def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the plain model with the active adapters folded in; keys as without LoRA.
 
@@ -60,7 +61,7 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if ".lora_" in key:  # lora_A / lora_B / lora_dropout / lora_embedding tensors
             continue
         key = key.replace(".base_layer.", ".")
-        state[key] = (tensor + deltas[key].to(tensor.dtype)).detach() if key in deltas else tensor
+        state[key] = tensor + deltas[key].to(tensor.dtype) if key in deltas else tensor
     return state
 
 
