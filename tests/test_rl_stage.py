@@ -74,7 +74,7 @@ def test_stage_writes_checkpoint_metrics_completions_evals_report_plots(artefact
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "t" / "stage-2"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl", "completions.jsonl",
-                 "eval.json", "eval_init.json", "report.md", "rl_curves.png", "success_heatmap.png"):
+                 "eval.json", "eval_init.json", "report.md", "rl_curves.png", "success_heatmap.png", "pass_at_k.png"):
         assert (out / name).is_file(), name
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
@@ -89,6 +89,7 @@ def test_stage_writes_checkpoint_metrics_completions_evals_report_plots(artefact
     assert set(completion["parts"]) == {"task_accuracy", "format", "language"}
     report = (out / "report.md").read_text()
     assert "greedy accuracy" in report and "rl_curves.png" in report
+    assert "| pass@2 |" in report and "pass_at_k.png" in report  # start vs end, both from 2 samples a prompt
     evaluated = json.loads((out / "eval.json").read_text())
     assert evaluated["overall"]["n"] == 4
 
