@@ -84,7 +84,7 @@ def pass_at_k_curve(n_correct: Sequence[int], n_samples: int) -> dict[str, float
     only at small k means RL moved probability onto answers the start could already sample, and the
     start's pass@n is then about the most such RL can give greedy decoding; a gain at large k means
     it solves prompts the start never did within n samples."""
-    ks = sorted({2 ** i for i in range(n_samples.bit_length()) if 2 ** i <= n_samples} | {n_samples})
+    ks = sorted({2 ** i for i in range(n_samples.bit_length())} | {n_samples})  # powers of 2 up to n, and n
     n = max(len(n_correct), 1)
     return {str(k): sum(pass_at_k(n_samples, c, k) for c in n_correct) / n for k in ks}
 

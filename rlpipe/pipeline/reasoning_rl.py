@@ -209,10 +209,10 @@ def comparison_table(before: dict | None, after: dict, before_name: str, after_n
             continue  # an eval.json written before the metric existed
         b, a = before["overall"][key], after["overall"][key]
         lines.append(f"| {name} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
-    curve_b, curve_a = before["overall"].get("pass_at_k_curve", {}), after["overall"].get("pass_at_k_curve", {})
-    for k in (k for k in curve_a if k in curve_b):  # same k from the same n only: the estimator depends on n
-        if before["overall"].get("n_samples") == after["overall"].get("n_samples"):
-            lines.append(f"| pass@{k} | {curve_b[k]:.3f} | {curve_a[k]:.3f} | {curve_a[k] - curve_b[k]:+.3f} |")
+    if before["overall"].get("n_samples") == after["overall"].get("n_samples"):  # the estimator depends on n
+        curve_b, curve_a = before["overall"].get("pass_at_k_curve", {}), after["overall"].get("pass_at_k_curve", {})
+        lines += [f"| pass@{k} | {curve_b[k]:.3f} | {curve_a[k]:.3f} | {curve_a[k] - curve_b[k]:+.3f} |"
+                  for k in curve_a if k in curve_b]
     lines += ["", f"Greedy accuracy per task and level, {before_name} -> {after_name}:", ""]
     levels = sorted({d for t in after["by_task"].values() for d in t}, key=int)
     lines.append("| task | " + " | ".join(f"level {d}" for d in levels) + " |")
