@@ -242,6 +242,41 @@ def test_dynamic_sampling_drops_all_equal_groups_and_refills_within_the_bound(ar
     steps.engine.close()
 
 
+def test_greedy_member_is_each_groups_greedy_decode_and_is_not_reweighted(artefacts):
+    """rollout.greedy_member with the real local engine at temperature 0.5: the last sample of every
+    group is the prompt's greedy decode and the others are the seeded G - 1 samples; its logprobs
+    are the raw ones (greedy sampling has no temperature), so counted by the mismatch correction it
+    would look off-policy: it is exempt (weight 1), and the logged mismatch covers the sampled ones."""
+    from rlpipe.config import ReasoningRLConfig
+    from rlpipe.rollout import Sampling
+
+    cfg = ReasoningRLConfig()
+    cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens = 3, 4, 10
+    cfg.rollout.temperature, cfg.rollout.greedy_member = 0.5, True
+    cfg.grpo.dynamic_sampling = False
+    steps = in_process_steps(artefacts, cfg, {"task_accuracy": 1.0})
+    indices = [0, 1, 2]
+    prompts = [steps.prompt_ids[i] for i in indices]
+    scored, _ = steps._generate_and_score(indices, 0, 0)
+    greedy = steps.engine.generate(prompts, 1, Sampling(temperature=0.0, max_new_tokens=10))
+    sampled = steps.engine.generate(prompts, 3, cfg.rollout.sampling, seed=steps._seed(0, 0))
+    for i in range(3):
+        assert scored.token_ids[i * 4:i * 4 + 3] == sampled.token_ids[i * 3:i * 3 + 3]
+        assert scored.token_ids[i * 4 + 3] == greedy.token_ids[i]
+
+    micro = steps.micro_batches(0, 0)
+    assert "greedy/accuracy" in steps.pending["metrics"]
+    flags = torch.cat([b["sampled"] for b in micro])
+    assert flags.tolist() == [1.0, 1.0, 1.0, 0.0] * 3  # packing keeps the samples' order here
+    for batch in micro:
+        _, metrics = steps.loss(steps.model, batch)
+        assert metrics["mismatch/logp_diff_max"] < 1e-3 and metrics["mismatch/truncated_frac"] == 0.0
+    # Without the exemption the greedy member's raw logprobs count against the tempered trainer's.
+    _, counted = steps.loss(steps.model, {k: v for k, v in micro[0].items() if k != "sampled"})
+    assert counted["mismatch/logp_diff_max"] > 1e-2
+    steps.engine.close()
+
+
 class ScriptedEngine:
     """A rollout engine that returns given completions (the rollout interface's contract, real
     tokenizer and `finish`): the random test model never writes arithmetic, a slip needs a script."""

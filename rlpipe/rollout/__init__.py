@@ -50,6 +50,10 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 256
     kv_cache_mb: int = 512  # vLLM KV cache per process (allocated at start)
+    # true: the last of each group's G samples is the greedy decode, the answer held-out evaluation
+    # scores; it joins the group's advantage like any sample, with importance weight 1 (its sampling
+    # probability is 1, not the policy's, so it is not reweighted); `greedy/accuracy` logs its share right.
+    greedy_member: bool = False
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -96,6 +100,17 @@ class Rollouts:
 
     def texts_by_prompt(self) -> list[list[str]]:
         return [[self.text[k] for k in g] for g in self.groups()]
+
+    @staticmethod
+    def join(parts: Sequence["Rollouts"]) -> "Rollouts":
+        """One group per prompt from calls over the same prompts: prompt i's samples are the first
+        part's, then the second's, ... (RL's greedy member: G - 1 sampled, then the greedy one)."""
+        first = parts[0]
+        assert all(p.prompt_ids == first.prompt_ids for p in parts), "join needs the same prompts in every part"
+        order = [(p, k) for i in range(len(first.prompt_ids)) for p in parts for k in p.groups()[i]]
+        return Rollouts(n=sum(p.n for p in parts), prompt_ids=first.prompt_ids,
+                        token_ids=[p.token_ids[k] for p, k in order], logprobs=[p.logprobs[k] for p, k in order],
+                        text=[p.text[k] for p, k in order], finish_reason=[p.finish_reason[k] for p, k in order])
 
 
 class RolloutEngine(Protocol):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from rewards.steps import arithmetic_slips
+from rlpipe.rollout import Rollouts
 from rlpipe.train.grpo import LossConfig, dynamic_sampling_keep, group_advantages, mismatch_weights, policy_loss
 from rlpipe.train.lora import merged_state_dict
 from rlpipe.train.sft import assign_rows
@@ -339,8 +340,11 @@ class GRPOSteps:
         logp = gather_completions(scores.logprobs, batch["gather_index"]) * mask
         entropy = gather_completions(scores.entropy, batch["gather_index"])
         old = batch["old_logp"] if "old_logp" in batch else logp.detach()
-        is_weights, metrics = mismatch_weights(old, batch["rollout_logp"], mask, mode=g.mismatch_mode,
+        # the greedy member (rollout.greedy_member) was not sampled: no mismatch to measure, weight 1
+        sampled = batch["sampled"][:, None] if "sampled" in batch else 1.0
+        is_weights, metrics = mismatch_weights(old, batch["rollout_logp"], mask * sampled, mode=g.mismatch_mode,
                                                cap=g.mismatch_cap, lower=g.mismatch_lower)
+        is_weights = is_weights + mask * (1.0 - sampled)
         advantages = batch["advantages"]  # (S,) one per sample; (S, L) with the slip penalty's token credit
         if "token_credit" in batch:
             advantages = advantages[:, None] + batch["token_credit"]
@@ -425,8 +429,13 @@ class GRPOSteps:
     def _generate_and_score(self, indices: Sequence[int], step: int, round_: int) -> tuple[Scored, dict]:
         G = self.rollout.group_size
         t0 = time.perf_counter()
-        out = self.engine.generate([self.prompt_ids[i] for i in indices], G, self.rollout.sampling,
-                                   seed=self._seed(step, round_))
+        prompts, seed = [self.prompt_ids[i] for i in indices], self._seed(step, round_)
+        if self.rollout.greedy_member:
+            greedy = replace(self.rollout.sampling, temperature=0.0)
+            out = Rollouts.join([self.engine.generate(prompts, G - 1, self.rollout.sampling, seed=seed),
+                                 self.engine.generate(prompts, 1, greedy, seed=seed)])
+        else:
+            out = self.engine.generate(prompts, G, self.rollout.sampling, seed=seed)
         t1 = time.perf_counter()
         samples = [indices[k // G] for k in range(len(out))]
         columns = {c: [self.rows[i].get(c) for i in samples] for c in self.columns}
@@ -606,6 +615,8 @@ class GRPOSteps:
             tensors["mask"] *= torch.tensor([[trained[k] * weight] for k in members])
             batch.update(tensors)
             batch["advantages"] = advantages[members]
+            if self.rollout.greedy_member:
+                batch["sampled"] = torch.tensor([float(k >= N or k % G != G - 1) for k in members])
             batch["total_tokens"] = torch.tensor(max(total_tokens, 1.0))
             batch["total_sequences"] = torch.tensor(max(total_sequences, 1.0))
             if fixes is not None:
@@ -670,6 +681,8 @@ class GRPOSteps:
             "slips/samples_frac": float(np.mean([bool(s) for s in scored.slips])),
             **timing,
         }
+        if self.rollout.greedy_member:  # the greedy answers of this step's prompts: what evaluation scores
+            metrics["greedy/accuracy"] = float(scored.correct[:, -1].mean())
         if unplaced is not None:  # slips the penalty could not put on a token (prefix decodes disagreed)
             metrics["num_slips_unplaced"] = float(unplaced)
         return average_over_processes(metrics, self.world)
