@@ -9,6 +9,8 @@
   sampler's success table merges every rank's prompts.
 - DAPO dynamic sampling with a reward that makes some groups all-equal: they are dropped and
   refilled within the bound, and the batch keeps its size.
+- The greedy member (rollout.greedy_member) with the real local engine: each group's last sample is
+  the greedy decode, exempt from the mismatch correction that would otherwise flag it.
 - The slip penalty on scripted completions (a scripted engine: the random model writes no arithmetic):
   the credit sits on each wrong digit's token and nowhere else, the loss backpropagates through it,
   and dynamic sampling keeps an all-wrong group with a slip only when `keep_slip_groups` says so.

@@ -5,7 +5,8 @@ One optimizer step on process r of W (`GRPOSteps`):
    process), this process takes its P/W slice.
 2. Rollouts: G samples per prompt through the rollout engine (`rlpipe.rollout`: vLLM colocated in
    this process, or the model's own sampler), seeded by (seed, step, round, process), so a resumed
-   run samples what the uninterrupted one sampled.
+   run samples what the uninterrupted one sampled. With `rollout.greedy_member` the last of the G
+   is the greedy decode (importance weight 1: it was not sampled).
 3. Rewards: the recipe's weighted rule rewards (`rewards.combine`), computed in worker threads by
    `rewards.parallel.ParallelReward`; a term that raises or times out gives None and is counted.
 4. DAPO dynamic sampling: groups whose rewards are all equal carry no advantage; they are dropped
