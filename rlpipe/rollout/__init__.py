@@ -107,7 +107,7 @@ class Rollouts:
         part's, then the second's, ... (RL's greedy member: G - 1 sampled, then the greedy one)."""
         first = parts[0]
         assert all(p.prompt_ids == first.prompt_ids for p in parts), "join needs the same prompts in every part"
-        order = [(p, k) for i in range(len(first.prompt_ids)) for p in parts for k in p.groups()[i]]
+        order = [(p, k) for i in range(len(first.prompt_ids)) for p in parts for k in range(i * p.n, (i + 1) * p.n)]
         return Rollouts(n=sum(p.n for p in parts), prompt_ids=first.prompt_ids,
                         token_ids=[p.token_ids[k] for p, k in order], logprobs=[p.logprobs[k] for p, k in order],
                         text=[p.text[k] for p, k in order], finish_reason=[p.finish_reason[k] for p, k in order])

@@ -342,10 +342,11 @@ class GRPOSteps:
         entropy = gather_completions(scores.entropy, batch["gather_index"])
         old = batch["old_logp"] if "old_logp" in batch else logp.detach()
         # the greedy member (rollout.greedy_member) was not sampled: no mismatch to measure, weight 1
-        sampled = batch["sampled"][:, None] if "sampled" in batch else 1.0
-        is_weights, metrics = mismatch_weights(old, batch["rollout_logp"], mask * sampled, mode=g.mismatch_mode,
-                                               cap=g.mismatch_cap, lower=g.mismatch_lower)
-        is_weights = is_weights + mask * (1.0 - sampled)
+        sampled = batch["sampled"][:, None] if "sampled" in batch else None
+        is_weights, metrics = mismatch_weights(old, batch["rollout_logp"], mask if sampled is None else mask * sampled,
+                                               mode=g.mismatch_mode, cap=g.mismatch_cap, lower=g.mismatch_lower)
+        if sampled is not None:
+            is_weights = is_weights + mask * (1.0 - sampled)
         advantages = batch["advantages"]  # (S,) one per sample; (S, L) with the slip penalty's token credit
         if "token_credit" in batch:
             advantages = advantages[:, None] + batch["token_credit"]
